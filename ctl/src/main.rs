@@ -1,0 +1,68 @@
+//! berthctl: the command-line client of berthd.
+
+mod client;
+mod commands;
+mod table;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::DEFAULT_ADDRESS;
+use crate::commands::{namespaces::NamespacesCommand, plugins::PluginsCommand};
+
+/// berthctl — drive the Berth container engine.
+///
+/// Talks to berthd's containerd-compatible API over its unix socket. Every object lives in a
+/// namespace (`default` unless -n/BERTH_NAMESPACE says otherwise).
+#[derive(Parser, Debug)]
+#[command(name = "berthctl", version = concat!(env!("CARGO_PKG_VERSION")))]
+pub struct Cli {
+    /// berthd socket address.
+    #[arg(long, short = 'a', global = true, env = "BERTH_ADDRESS", default_value = DEFAULT_ADDRESS)]
+    pub address: String,
+    /// Namespace to work in.
+    #[arg(long, short = 'n', global = true, env = "BERTH_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Seconds to wait for berthd to accept the connection.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print client and server versions.
+    Version,
+    /// Inspect berthd's plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Manage namespaces.
+    #[command(subcommand, visible_alias = "ns", alias = "namespace")]
+    Namespaces(NamespacesCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berthctl: cannot start async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = runtime.block_on(run(cli)) {
+        eprintln!("berthctl: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = client::Client::connect(&cli.address, &cli.namespace, Duration::from_secs(cli.timeout)).await?;
+    match cli.command {
+        Command::Version => commands::version::run(&client).await,
+        Command::Plugins(cmd) => commands::plugins::run(&client, cmd).await,
+        Command::Namespaces(cmd) => commands::namespaces::run(&client, cmd).await,
+    }
+}

@@ -1,0 +1,114 @@
+//! Generated protobuf types and tonic clients/servers for the containerd v1 API that berthd
+//! serves, plus the encoded descriptor set used for gRPC server reflection.
+
+#![allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+
+/// Encoded `FileDescriptorSet` of every compiled .proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth_descriptor.bin"));
+
+/// google.rpc types.
+pub mod google {
+    /// google.rpc.
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+/// containerd.* packages.
+pub mod containerd {
+    /// containerd.types.
+    pub mod types {
+        tonic::include_proto!("containerd.types");
+    }
+    /// containerd.v1.types (task status and process info).
+    pub mod v1 {
+        /// containerd.v1.types.
+        pub mod types {
+            tonic::include_proto!("containerd.v1.types");
+        }
+    }
+    /// containerd.events (event payloads carried in Any).
+    pub mod events {
+        tonic::include_proto!("containerd.events");
+    }
+    /// containerd.services.*.
+    pub mod services {
+        /// containerd.services.containers.v1.
+        pub mod containers {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.containers.v1");
+            }
+        }
+        /// containerd.services.content.v1.
+        pub mod content {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.content.v1");
+            }
+        }
+        /// containerd.services.diff.v1.
+        pub mod diff {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.diff.v1");
+            }
+        }
+        /// containerd.services.events.v1.
+        pub mod events {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.events.v1");
+            }
+        }
+        /// containerd.services.images.v1.
+        pub mod images {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.images.v1");
+            }
+        }
+        /// containerd.services.introspection.v1.
+        pub mod introspection {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.introspection.v1");
+            }
+        }
+        /// containerd.services.leases.v1.
+        pub mod leases {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.leases.v1");
+            }
+        }
+        /// containerd.services.namespaces.v1.
+        pub mod namespaces {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.namespaces.v1");
+            }
+        }
+        /// containerd.services.snapshots.v1.
+        pub mod snapshots {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.snapshots.v1");
+            }
+        }
+        /// containerd.services.tasks.v1.
+        pub mod tasks {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.tasks.v1");
+            }
+        }
+        /// containerd.services.version.v1.
+        pub mod version {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.version.v1");
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The explicit list of every plugin built into berthd, in one place.
+
+use std::sync::Arc;
+
+use berth_metadata::{MetadataConfig, MetadataStore};
+
+use crate::registry::{InitContext, InitError, Instance, Registration};
+use crate::services;
+
+/// Plugin type of the metadata store.
+pub const METADATA: &str = "io.berth.metadata.v1";
+/// Plugin type of gRPC services.
+pub const GRPC: &str = "io.berth.grpc.v1";
+
+/// All built-in plugins. Order here is only a tie-breaker; requirements decide init order.
+pub static PLUGINS: &[Registration] = &[
+    Registration {
+        plugin_type: METADATA,
+        id: "sled",
+        requires: &[],
+        default_config: Some(|| {
+            toml::Value::try_from(MetadataConfig::default()).unwrap_or(toml::Value::Boolean(false))
+        }),
+        init: init_metadata,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "version",
+        requires: &[],
+        default_config: None,
+        init: services::version::init,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "introspection",
+        requires: &[],
+        default_config: None,
+        init: services::introspection::init,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "namespaces",
+        requires: &[METADATA],
+        default_config: None,
+        init: services::namespaces::init,
+    },
+];
+
+fn init_metadata(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
+    let config: MetadataConfig = ctx.config()?;
+    let path = ctx.daemon.root.join("meta.sled");
+    let store = MetadataStore::open(&path, &config)?;
+    ctx.exports.insert("path".into(), path.display().to_string());
+    ctx.exports.insert("schema".into(), format!("v{}", store.schema_version()?));
+    Ok(Arc::new(store))
+}
