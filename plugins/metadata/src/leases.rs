@@ -1,0 +1,300 @@
+//! Leases: named holds that protect the resources (content, snapshots, ingests) added to
+//! them from garbage collection until the lease is deleted or expires.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_core::filters::Adaptor;
+use berth_core::{identifiers, labels, Digest, Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Kind, MetadataStore, NamespaceTx};
+
+/// Label holding an RFC 3339 time after which the lease is collected.
+pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
+
+/// A resource held by a lease: `content` (a digest), `ingests` (an ingest ref) or
+/// `snapshots/<snapshotter>` (a snapshot key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeaseResource {
+    /// Resource type.
+    pub kind: String,
+    /// Resource id within its type.
+    pub id: String,
+}
+
+impl LeaseResource {
+    /// Checks the type and id, as containerd does.
+    pub fn validate(&self) -> Result<()> {
+        match self.kind.as_str() {
+            "content" => Digest::parse(&self.id).map(|_| ()),
+            "ingests" if !self.id.is_empty() => Ok(()),
+            k if k.strip_prefix("snapshots/").is_some_and(|s| !s.is_empty()) && !self.id.is_empty() => Ok(()),
+            k => Err(Error::invalid_argument(format!("unsupported lease resource type {k:?} (id {:?})", self.id))),
+        }
+    }
+}
+
+/// A lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Id.
+    pub id: String,
+    /// Creation time.
+    pub created_at: SystemTime,
+    /// Labels (`containerd.io/gc.expire` sets an expiry).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Adaptor for Lease {
+    fn field(&self, path: &[String]) -> Vec<String> {
+        match path {
+            [f] if f == "id" => vec![self.id.clone()],
+            [f, k] if f == "labels" => self.labels.get(k).cloned().into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LeaseRecord {
+    created_at_ns: u64,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    resources: BTreeSet<LeaseResource>,
+}
+
+impl LeaseRecord {
+    fn decode(id: &str, bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::internal(format!("corrupt lease record {id:?}: {e}")))
+    }
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    fn to_lease(&self, id: &str) -> Lease {
+        Lease {
+            id: id.to_string(),
+            created_at: UNIX_EPOCH + Duration::from_nanos(self.created_at_ns),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl NamespaceTx<'_> {
+    fn lease_record(&self, id: &str) -> Result<LeaseRecord> {
+        let bytes = self.get(Kind::Leases, id)?.ok_or_else(|| Error::not_found(format!("lease {id:?}")))?;
+        LeaseRecord::decode(id, &bytes)
+    }
+
+    /// Adds `resource` to lease `id` in this transaction; NotFound when the lease is missing.
+    pub fn lease_add(&mut self, id: &str, resource: &LeaseResource) -> Result<()> {
+        resource.validate()?;
+        let mut rec = self.lease_record(id)?;
+        if rec.resources.insert(resource.clone()) {
+            self.put(Kind::Leases, id, &rec.encode())?;
+        }
+        Ok(())
+    }
+
+    /// Removes `resource` from lease `id`; NotFound when the lease is missing.
+    pub fn lease_remove(&mut self, id: &str, resource: &LeaseResource) -> Result<()> {
+        let mut rec = self.lease_record(id)?;
+        if rec.resources.remove(resource) {
+            self.put(Kind::Leases, id, &rec.encode())?;
+        }
+        Ok(())
+    }
+}
+
+impl MetadataStore {
+    /// Creates a lease; AlreadyExists if the id is taken.
+    pub fn create_lease(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<Lease> {
+        identifiers::validate(id).map_err(|e| e.context("lease"))?;
+        labels::validate_all(&labels)?;
+        if let Some(expire) = labels.get(EXPIRE_LABEL) {
+            parse_rfc3339(expire).map_err(|e| e.context(format!("label {EXPIRE_LABEL}")))?;
+        }
+        let rec = LeaseRecord { created_at_ns: now_ns(), labels, resources: BTreeSet::new() };
+        self.update(ns, |tx| {
+            if tx.get(Kind::Leases, id)?.is_some() {
+                return Err(Error::already_exists(format!("lease {id:?}")));
+            }
+            tx.put(Kind::Leases, id, &rec.encode())?;
+            Ok(())
+        })?;
+        Ok(rec.to_lease(id))
+    }
+
+    /// Deletes a lease; NotFound if absent. Its resources become collectable.
+    pub fn delete_lease(&self, ns: &str, id: &str) -> Result<()> {
+        self.update(ns, |tx| {
+            tx.remove(Kind::Leases, id)?.ok_or_else(|| Error::not_found(format!("lease {id:?}")))?;
+            Ok(())
+        })
+    }
+
+    /// Lists the leases of a namespace.
+    pub fn list_leases(&self, ns: &str) -> Result<Vec<Lease>> {
+        self.list(ns, Kind::Leases)?
+            .into_iter()
+            .map(|(id, v)| Ok(LeaseRecord::decode(&id, &v)?.to_lease(&id)))
+            .collect()
+    }
+
+    /// Adds a resource to a lease.
+    pub fn add_lease_resource(&self, ns: &str, id: &str, resource: &LeaseResource) -> Result<()> {
+        self.update(ns, |tx| tx.lease_add(id, resource))
+    }
+
+    /// Removes a resource from a lease.
+    pub fn delete_lease_resource(&self, ns: &str, id: &str, resource: &LeaseResource) -> Result<()> {
+        self.update(ns, |tx| tx.lease_remove(id, resource))
+    }
+
+    /// The resources a lease holds.
+    pub fn lease_resources(&self, ns: &str, id: &str) -> Result<Vec<LeaseResource>> {
+        let bytes = self.get(ns, Kind::Leases, id)?.ok_or_else(|| Error::not_found(format!("lease {id:?}")))?;
+        Ok(LeaseRecord::decode(id, &bytes)?.resources.into_iter().collect())
+    }
+
+    /// Every lease of a namespace with its resources and whether it has expired at `now`.
+    pub fn leases_for_gc(&self, ns: &str, now: SystemTime) -> Result<Vec<(String, bool, Vec<LeaseResource>)>> {
+        self.list(ns, Kind::Leases)?
+            .into_iter()
+            .map(|(id, v)| {
+                let rec = LeaseRecord::decode(&id, &v)?;
+                let expired =
+                    rec.labels.get(EXPIRE_LABEL).and_then(|t| parse_rfc3339(t).ok()).is_some_and(|t| t <= now);
+                Ok((id, expired, rec.resources.into_iter().collect()))
+            })
+            .collect()
+    }
+}
+
+/// Parses an RFC 3339 UTC or offset timestamp (`2024-01-02T03:04:05Z`, `...+02:00`, with an
+/// optional fraction) into a `SystemTime`.
+pub fn parse_rfc3339(s: &str) -> Result<SystemTime> {
+    let bad = || Error::invalid_argument(format!("invalid RFC 3339 time {s:?}"));
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok()).ok_or_else(bad);
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return Err(bad());
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let padded = format!("{:0<9}", &frac[..digits.min(9)]);
+        nanos = padded.parse().map_err(|_| bad())?;
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let h: i64 = o[1..3].parse().map_err(|_| bad())?;
+            let m: i64 = o[4..6].parse().map_err(|_| bad())?;
+            let v = h * 3600 + m * 60;
+            if o.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return Err(bad()),
+    };
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset;
+    if secs < 0 {
+        return Ok(UNIX_EPOCH);
+    }
+    Ok(UNIX_EPOCH + Duration::new(secs as u64, nanos as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MetadataConfig;
+    use berth_core::ErrorKind;
+
+    fn open() -> (tempfile::TempDir, MetadataStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(&dir.path().join("meta.sled"), &MetadataConfig::default()).unwrap();
+        (dir, store)
+    }
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn lease_lifecycle_and_resources() {
+        let (_d, s) = open();
+        s.create_lease("ns", "l1", BTreeMap::new()).unwrap();
+        assert_eq!(s.create_lease("ns", "l1", BTreeMap::new()).unwrap_err().kind(), ErrorKind::AlreadyExists);
+        let r = LeaseResource { kind: "content".into(), id: D.into() };
+        s.add_lease_resource("ns", "l1", &r).unwrap();
+        s.add_lease_resource("ns", "l1", &LeaseResource { kind: "snapshots/overlayfs".into(), id: "k".into() })
+            .unwrap();
+        assert_eq!(s.lease_resources("ns", "l1").unwrap().len(), 2);
+        s.delete_lease_resource("ns", "l1", &r).unwrap();
+        assert_eq!(s.lease_resources("ns", "l1").unwrap().len(), 1);
+        let bad = LeaseResource { kind: "content".into(), id: "nope".into() };
+        assert_eq!(s.add_lease_resource("ns", "l1", &bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        let bad = LeaseResource { kind: "volumes".into(), id: "x".into() };
+        assert_eq!(s.add_lease_resource("ns", "l1", &bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(s.add_lease_resource("ns", "nope", &r).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(s.list_leases("ns").unwrap().len(), 1);
+        assert_eq!(s.delete_namespace("ns").unwrap_err().kind(), ErrorKind::FailedPrecondition);
+        s.delete_lease("ns", "l1").unwrap();
+        assert_eq!(s.delete_lease("ns", "l1").unwrap_err().kind(), ErrorKind::NotFound);
+        s.delete_namespace("ns").unwrap();
+    }
+
+    #[test]
+    fn expiry() {
+        let (_d, s) = open();
+        s.create_lease("ns", "old", [(EXPIRE_LABEL.to_string(), "2001-02-03T04:05:06Z".to_string())].into()).unwrap();
+        s.create_lease("ns", "new", [(EXPIRE_LABEL.to_string(), "2999-01-01T00:00:00Z".to_string())].into()).unwrap();
+        s.create_lease("ns", "forever", BTreeMap::new()).unwrap();
+        let gc = s.leases_for_gc("ns", SystemTime::now()).unwrap();
+        let expired: Vec<_> = gc.iter().filter(|(_, e, _)| *e).map(|(id, ..)| id.as_str()).collect();
+        assert_eq!(expired, ["old"]);
+        let bad = [(EXPIRE_LABEL.to_string(), "tomorrow".to_string())].into();
+        assert_eq!(s.create_lease("ns", "bad", bad).unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn rfc3339() {
+        let t = parse_rfc3339("1970-01-02T00:00:01.5Z").unwrap();
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap(), Duration::new(86_401, 500_000_000));
+        let t = parse_rfc3339("2000-03-01T02:00:00+02:00").unwrap();
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 951_868_800);
+        for bad in ["2000-13-01T00:00:00Z", "2000-01-01", "2000-01-01T00:00:00", "2000-01-01T00:00:00.Z"] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
+    }
+}
