@@ -23,10 +23,12 @@
 //! emptiness inside the same transaction that removes it, which sled's transactions (no
 //! scans) could not do otherwise.
 
+mod images;
 mod leases;
 mod namespaces;
 mod store;
 
+pub use images::Image;
 pub use leases::{parse_rfc3339, Lease, LeaseResource, EXPIRE_LABEL};
 pub use namespaces::{Namespace, NamespaceRecord};
 pub use store::{Kind, MetadataConfig, MetadataStore, NamespaceTx, SCHEMA_VERSION};

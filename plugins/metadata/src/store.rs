@@ -1,6 +1,7 @@
 //! The sled database, its schema version, and namespaced object transactions.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use berth_core::{identifiers, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,7 @@ pub struct MetadataStore {
     db: sled::Db,
     tree: sled::Tree,
     sync_writes: bool,
+    gc_barrier: Arc<RwLock<()>>,
 }
 
 pub(crate) fn key(parts: &[&[u8]]) -> Vec<u8> {
@@ -136,7 +138,13 @@ impl MetadataStore {
             }
         }
         let tree = db.open_tree(format!("v{SCHEMA_VERSION}")).map_err(db_err)?;
-        Ok(MetadataStore { db, tree, sync_writes: config.sync_writes })
+        Ok(MetadataStore { db, tree, sync_writes: config.sync_writes, gc_barrier: Arc::new(RwLock::new(())) })
+    }
+
+    /// The lock between the garbage collector (exclusive) and writers that make a file
+    /// visible before recording it, e.g. a content commit renaming a blob into place (shared).
+    pub fn gc_barrier(&self) -> Arc<RwLock<()>> {
+        self.gc_barrier.clone()
     }
 
     /// The schema version recorded in the database.
