@@ -35,6 +35,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
-        .compile_fds(fds)?;
+        // Type names give every message `prost::Name`; events are packed into `Any` under their
+        // full name (`containerd.events.NamespaceCreate`), the type URL containerd clients use.
+        .compile_fds_with_config(fds, {
+            let mut config = tonic_prost_build::Config::new();
+            config.enable_type_names();
+            config
+        })?;
     Ok(())
 }

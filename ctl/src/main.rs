@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_ADDRESS;
-use crate::commands::{namespaces::NamespacesCommand, plugins::PluginsCommand};
+use crate::commands::{leases::LeasesCommand, namespaces::NamespacesCommand, plugins::PluginsCommand};
 
 /// berthctl — drive the Berth container engine.
 ///
@@ -41,6 +41,16 @@ enum Command {
     /// Manage namespaces.
     #[command(subcommand, visible_alias = "ns", alias = "namespace")]
     Namespaces(NamespacesCommand),
+    /// Manage leases (holds that protect content from garbage collection).
+    #[command(subcommand, visible_alias = "lease")]
+    Leases(LeasesCommand),
+    /// Run the garbage collector now and print what it freed.
+    Gc,
+    /// Stream events (filters such as `topic==/images/create`; any one may match).
+    Events {
+        /// Filters.
+        filters: Vec<String>,
+    },
 }
 
 fn main() {
@@ -64,5 +74,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => commands::version::run(&client).await,
         Command::Plugins(cmd) => commands::plugins::run(&client, cmd).await,
         Command::Namespaces(cmd) => commands::namespaces::run(&client, cmd).await,
+        Command::Leases(cmd) => commands::leases::run(&client, cmd).await,
+        Command::Gc => commands::gc::run(&client).await,
+        Command::Events { filters } => commands::events::run(&client, filters).await,
     }
 }

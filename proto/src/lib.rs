@@ -6,6 +6,26 @@
 /// Encoded `FileDescriptorSet` of every compiled .proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth_descriptor.bin"));
 
+/// Packs a message into `Any` under its bare full name (no `type.googleapis.com/` prefix),
+/// as containerd's typeurl does, so `ctr events` and other clients can decode it.
+pub fn to_any<M: prost::Name>(msg: &M) -> prost_types::Any {
+    prost_types::Any { type_url: M::full_name(), value: prost::Message::encode_to_vec(msg) }
+}
+
+/// berth.* packages: Berth-only additions to the API.
+pub mod berth {
+    /// berth.services.*.
+    pub mod services {
+        /// berth.services.gc.v1.
+        pub mod gc {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("berth.services.gc.v1");
+            }
+        }
+    }
+}
+
 /// google.rpc types.
 pub mod google {
     /// google.rpc.

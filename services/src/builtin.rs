@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use berth_metadata::{MetadataConfig, MetadataStore};
 
+use crate::exchange::Exchange;
 use crate::registry::{InitContext, InitError, Instance, Registration};
 use crate::services;
 
@@ -11,6 +12,10 @@ use crate::services;
 pub const METADATA: &str = "io.berth.metadata.v1";
 /// Plugin type of gRPC services.
 pub const GRPC: &str = "io.berth.grpc.v1";
+/// Plugin type of the event exchange.
+pub const EVENTS: &str = "io.berth.event.v1";
+/// Plugin type of the garbage collector.
+pub const GC: &str = "io.berth.gc.v1";
 
 /// All built-in plugins. Order here is only a tie-breaker; requirements decide init order.
 pub static PLUGINS: &[Registration] = &[
@@ -37,14 +42,41 @@ pub static PLUGINS: &[Registration] = &[
         default_config: None,
         init: services::introspection::init,
     },
+    Registration { plugin_type: EVENTS, id: "exchange", requires: &[], default_config: None, init: init_exchange },
     Registration {
         plugin_type: GRPC,
         id: "namespaces",
-        requires: &[METADATA],
+        requires: &[METADATA, EVENTS],
         default_config: None,
         init: services::namespaces::init,
     },
+    Registration {
+        plugin_type: GRPC,
+        id: "events",
+        requires: &[EVENTS],
+        default_config: None,
+        init: services::events::init,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "images",
+        requires: &[METADATA, EVENTS, GC],
+        default_config: None,
+        init: services::images::init,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "leases",
+        requires: &[METADATA, GC],
+        default_config: None,
+        init: services::leases::init,
+    },
+    Registration { plugin_type: GRPC, id: "gc", requires: &[GC], default_config: None, init: services::gc::init },
 ];
+
+fn init_exchange(_: &mut InitContext<'_>) -> Result<Instance, InitError> {
+    Ok(Arc::new(Exchange::default()))
+}
 
 fn init_metadata(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
     let config: MetadataConfig = ctx.config()?;

@@ -4,5 +4,7 @@
 pub mod builtin;
 pub mod config;
 pub mod daemon;
+pub mod exchange;
+pub mod gc;
 pub mod registry;
 pub mod services;

@@ -1,5 +1,8 @@
 //! One module per top-level berthctl command.
 
+pub mod events;
+pub mod gc;
+pub mod leases;
 pub mod namespaces;
 pub mod plugins;
 pub mod version;

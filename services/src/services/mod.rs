@@ -1,6 +1,10 @@
 //! The gRPC services: thin shells that translate between wire types and plugin APIs.
 
+pub mod events;
+pub mod gc;
+pub mod images;
 pub mod introspection;
+pub mod leases;
 pub mod namespaces;
 pub mod version;
 

@@ -10,11 +10,14 @@ use berth_proto::containerd::services::namespaces::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::{blocking, grpc_service, to_status};
-use crate::builtin::METADATA;
+use crate::builtin::{EVENTS, METADATA};
+use crate::exchange::Exchange;
 use crate::registry::{InitContext, InitError, Instance};
+use berth_proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 
 struct NamespacesService {
     store: Arc<MetadataStore>,
+    events: Arc<Exchange>,
 }
 
 fn to_proto(ns: NamespaceModel) -> Namespace {
@@ -49,6 +52,12 @@ impl Namespaces for NamespacesService {
             blocking(move || store.create_namespace(&ns.name, ns.labels.into_iter().collect::<BTreeMap<_, _>>()))
                 .await?;
         tracing::info!(namespace = %created.name, "namespace created");
+        let labels = created.labels.clone().into_iter().collect();
+        self.events.publish(
+            &created.name,
+            "/namespaces/create",
+            &NamespaceCreate { name: created.name.clone(), labels },
+        );
         Ok(Response::new(CreateNamespaceResponse { namespace: Some(to_proto(created)) }))
     }
 
@@ -59,6 +68,12 @@ impl Namespaces for NamespacesService {
         let store = self.store.clone();
         let labels: BTreeMap<_, _> = ns.labels.into_iter().collect();
         let updated = blocking(move || store.update_namespace(&ns.name, &labels, &paths)).await?;
+        let labels = updated.labels.clone().into_iter().collect();
+        self.events.publish(
+            &updated.name,
+            "/namespaces/update",
+            &NamespaceUpdate { name: updated.name.clone(), labels },
+        );
         Ok(Response::new(UpdateNamespaceResponse { namespace: Some(to_proto(updated)) }))
     }
 
@@ -68,6 +83,7 @@ impl Namespaces for NamespacesService {
         let shown = name.clone();
         blocking(move || store.delete_namespace(&name)).await?;
         tracing::info!(namespace = %shown, "namespace deleted");
+        self.events.publish(&shown, "/namespaces/delete", &NamespaceDelete { name: shown.clone() });
         Ok(Response::new(()))
     }
 }
@@ -75,8 +91,9 @@ impl Namespaces for NamespacesService {
 /// Plugin init.
 pub fn init(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
     let store = ctx.get::<MetadataStore>(METADATA)?;
+    let events = ctx.get::<Exchange>(EVENTS)?;
     Ok(grpc_service!(
         "containerd.services.namespaces.v1.Namespaces",
-        NamespacesServer::new(NamespacesService { store })
+        NamespacesServer::new(NamespacesService { store, events })
     ))
 }
