@@ -2,6 +2,8 @@
 //! waits until it answers, runs `berthctl` and Debian's `ctr` against it, and tears it all
 //! down on drop (also when a test panics). Many harnesses may run at once.
 
+pub mod bench;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -40,11 +42,15 @@ pub fn tools_required() -> bool {
     std::env::var("BERTH_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
 }
 
+/// The path of `name` on PATH, if any.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+}
+
 /// Finds an external tool on PATH. When it is missing the test is skipped loudly, or fails
 /// when tools are required.
 pub fn external_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    let found = find_on_path(name);
     if found.is_none() {
         assert!(!tools_required(), "{name} is required (BERTH_REQUIRE_TOOLS=1) but not on PATH");
         eprintln!("SKIPPED: {name} is not installed; install it (make deps) to run this test");
@@ -159,7 +165,8 @@ impl Daemon {
         let log = dir.path().join("berthd.log");
         let mut cmd = Command::new(bin("berthd"));
         cmd.arg("--root").arg(&root).arg("--state").arg(&state).arg("--address").arg(&socket);
-        cmd.args(["--log-level", "debug"]);
+        // Our own debug logs, without h2/hyper frame noise.
+        cmd.args(["--log-level", "info,berthd=debug"]);
         if let Some(text) = &opts.config {
             let path = dir.path().join("config.toml");
             fs::write(&path, text).expect("write config");

@@ -116,7 +116,11 @@ pub fn bind_socket(path: &Path, uid: u32, gid: u32) -> Result<UnixListener> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o660))?;
     // SAFETY: plain id getters.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    if (uid, gid) != (euid, egid) {
+    // Only root can give the socket away; an unprivileged daemon keeps its own ids when the
+    // config leaves the defaults (root:root).
+    let wants_other = (uid, gid) != (euid, egid);
+    let unprivileged_default = euid != 0 && (uid, gid) == (0, 0);
+    if wants_other && !unprivileged_default {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
     }
     Ok(listener)
@@ -152,19 +156,19 @@ pub async fn run(config: Config) -> Result<()> {
     let limits =
         GrpcLimits { max_recv: config.grpc.max_recv_message_size, max_send: config.grpc.max_send_message_size };
     let mut routes = RoutesBuilder::default();
-    let mut reflection = tonic_reflection::server::Builder::configure()
+    // Both reflection versions advertise exactly the services being served.
+    let mut reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET);
+    let mut reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET);
     for (id, inst) in plugins.instances(GRPC) {
         let svc = inst.downcast::<GrpcService>().map_err(|_| anyhow::anyhow!("grpc plugin {id} is not a service"))?;
         (svc.register)(&mut routes, limits);
-        reflection = reflection.with_service_name(svc.name);
+        reflection_v1 = reflection_v1.with_service_name(svc.name);
+        reflection_v1alpha = reflection_v1alpha.with_service_name(svc.name);
     }
-    routes.add_service(reflection.build_v1()?);
-    routes.add_service(
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?,
-    );
+    routes.add_service(reflection_v1.build_v1()?);
+    routes.add_service(reflection_v1alpha.build_v1alpha()?);
 
     tracing::info!(address = %socket.display(), root = %root.display(), version = crate::services::version::VERSION, "berthd serving");
 

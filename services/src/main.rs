@@ -111,7 +111,11 @@ fn run(cli: Cli) -> Result<()> {
             return Ok(());
         }
         Some(Command::Config(ConfigCommand::Dump)) => {
-            print!("{}", toml::to_string_pretty(&effective_config(&cli)?)?);
+            let mut cfg = effective_config(&cli)?;
+            for (key, value) in default_config_with_plugins().plugins {
+                cfg.plugins.entry(key).or_insert(value);
+            }
+            print!("{}", toml::to_string_pretty(&cfg)?);
             return Ok(());
         }
         None => {}

@@ -121,10 +121,9 @@ impl InitContext<'_> {
     pub fn config<T: DeserializeOwned + Default>(&self) -> Result<T, InitError> {
         match self.config {
             None => Ok(T::default()),
-            Some(v) => v
-                .clone()
-                .try_into()
-                .map_err(|e| InitError::Fail(format!("invalid config [plugins.{:?}]: {e}", self.uri))),
+            Some(v) => v.clone().try_into().map_err(|e| {
+                InitError::Fail(format!("invalid config [plugins.{:?}]: {}", self.uri, e.to_string().trim()))
+            }),
         }
     }
 
