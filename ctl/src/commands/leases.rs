@@ -28,7 +28,7 @@ pub enum LeasesCommand {
     },
     /// Create a lease that protects content added under it from garbage collection.
     Create {
-        /// Lease id (random when omitted).
+        /// Lease id (berthd picks a random one when omitted).
         #[arg(long)]
         id: Option<String>,
         /// Expire after this many seconds (0: never).
@@ -66,11 +66,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn random_id() -> String {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("berthctl-{}-{:x}", std::process::id(), nanos)
-}
-
 /// Runs a leases command.
 pub async fn run(client: &Client, cmd: LeasesCommand) -> Result<()> {
     let mut svc = LeasesClient::new(client.channel.clone());
@@ -96,7 +91,7 @@ pub async fn run(client: &Client, cmd: LeasesCommand) -> Result<()> {
             if expires > 0 {
                 labels.insert(EXPIRE_LABEL.into(), rfc3339(SystemTime::now() + Duration::from_secs(expires)));
             }
-            let req = CreateRequest { id: id.unwrap_or_else(random_id), labels: labels.into_iter().collect() };
+            let req = CreateRequest { id: id.unwrap_or_default(), labels: labels.into_iter().collect() };
             let lease = svc.create(client.request(req)).await.map_err(status_error)?.into_inner().lease;
             println!("{}", lease.map(|l| l.id).unwrap_or_default());
         }

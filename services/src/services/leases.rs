@@ -33,6 +33,8 @@ impl Leases for LeasesService {
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
         let ns = request_namespace(&req)?;
         let CreateRequest { id, labels } = req.into_inner();
+        // As containerd: an empty id asks the server for a random one (`ctr leases create`).
+        let id = if id.is_empty() { uuid::Uuid::new_v4().simple().to_string() } else { id };
         let store = self.store.clone();
         let lease = blocking(move || store.create_lease(&ns, &id, labels.into_iter().collect())).await?;
         Ok(Response::new(CreateResponse { lease: Some(to_proto(lease)) }))
