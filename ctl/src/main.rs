@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_ADDRESS;
+use crate::commands::content::ContentCommand;
 use crate::commands::{leases::LeasesCommand, namespaces::NamespacesCommand, plugins::PluginsCommand};
 
 /// berthctl — drive the Berth container engine.
@@ -44,6 +45,9 @@ enum Command {
     /// Manage leases (holds that protect content from garbage collection).
     #[command(subcommand, visible_alias = "lease")]
     Leases(LeasesCommand),
+    /// Manage content: blobs and the ingests that upload them.
+    #[command(subcommand)]
+    Content(ContentCommand),
     /// Run the garbage collector now and print what it freed.
     Gc,
     /// Stream events (filters such as `topic==/images/create`; any one may match).
@@ -75,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(cmd) => commands::plugins::run(&client, cmd).await,
         Command::Namespaces(cmd) => commands::namespaces::run(&client, cmd).await,
         Command::Leases(cmd) => commands::leases::run(&client, cmd).await,
+        Command::Content(cmd) => commands::content::run(&client, cmd).await,
         Command::Gc => commands::gc::run(&client).await,
         Command::Events { filters } => commands::events::run(&client, filters).await,
     }

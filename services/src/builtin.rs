@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use berth_content::ContentStore;
 use berth_metadata::{MetadataConfig, MetadataStore};
 
 use crate::exchange::Exchange;
+use crate::gc::GcScheduler;
 use crate::registry::{InitContext, InitError, Instance, Registration};
 use crate::services;
 
@@ -16,6 +18,8 @@ pub const GRPC: &str = "io.berth.grpc.v1";
 pub const EVENTS: &str = "io.berth.event.v1";
 /// Plugin type of the garbage collector.
 pub const GC: &str = "io.berth.gc.v1";
+/// Plugin type of the content store.
+pub const CONTENT: &str = "io.berth.content.v1";
 
 /// All built-in plugins. Order here is only a tie-breaker; requirements decide init order.
 pub static PLUGINS: &[Registration] = &[
@@ -72,10 +76,37 @@ pub static PLUGINS: &[Registration] = &[
         init: services::leases::init,
     },
     Registration { plugin_type: GRPC, id: "gc", requires: &[GC], default_config: None, init: services::gc::init },
+    Registration {
+        plugin_type: CONTENT,
+        id: "content",
+        requires: &[METADATA],
+        default_config: None,
+        init: services::content::init_store,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "content",
+        requires: &[CONTENT],
+        default_config: None,
+        init: services::content::init,
+    },
+    Registration {
+        plugin_type: GC,
+        id: "scheduler",
+        requires: &[METADATA, CONTENT],
+        default_config: None,
+        init: init_gc,
+    },
 ];
 
 fn init_exchange(_: &mut InitContext<'_>) -> Result<Instance, InitError> {
     Ok(Arc::new(Exchange::default()))
+}
+
+fn init_gc(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
+    let meta = ctx.get::<MetadataStore>(METADATA)?;
+    let content = ctx.get::<ContentStore>(CONTENT)?;
+    Ok(GcScheduler::start(Arc::new(berth_gc::Collector::new(meta, ContentStore::clone(&content)))))
 }
 
 fn init_metadata(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {

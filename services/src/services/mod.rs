@@ -1,5 +1,6 @@
 //! The gRPC services: thin shells that translate between wire types and plugin APIs.
 
+pub mod content;
 pub mod events;
 pub mod gc;
 pub mod images;
@@ -81,6 +82,16 @@ pub fn request_namespace<T>(req: &Request<T>) -> Result<String, Status> {
     let ns = value.to_str().map_err(|_| Status::invalid_argument("namespace metadata is not valid ASCII"))?.to_string();
     identifiers::validate(&ns).map_err(|e| to_status(e.context("namespace")))?;
     Ok(ns)
+}
+
+/// gRPC metadata key carrying the lease a request works within, as containerd.
+pub const LEASE_HEADER: &str = "containerd-lease";
+
+/// The lease a request works within, from its optional `containerd-lease` metadata.
+pub fn request_lease<T>(req: &Request<T>) -> Result<Option<String>, Status> {
+    let Some(value) = req.metadata().get(LEASE_HEADER) else { return Ok(None) };
+    let lease = value.to_str().map_err(|_| Status::invalid_argument("lease metadata is not valid ASCII"))?;
+    Ok(Some(lease.to_string()).filter(|l| !l.is_empty()))
 }
 
 /// Runs blocking plugin work (sled, file I/O) off the async workers.
