@@ -1,27 +1,37 @@
-//! Mark-and-sweep garbage collection.
+//! Mark-and-sweep garbage collection of content and snapshots.
 //!
-//! Roots, per namespace: image targets, resources of unexpired leases, and content labelled
-//! `containerd.io/gc.root`. From each marked blob the collector follows its
-//! `containerd.io/gc.ref.content*` labels (values are digests) and, for manifests and indexes,
-//! the descriptors inside the blob (config, layers, manifests), so images stay whole even when
-//! a client did not label the children. The sweep removes expired leases, unmarked content
-//! records of each namespace, and finally the blob files no namespace references any more.
-//! Blobs being ingested live outside the blob directory and are never touched.
+//! Roots, per namespace: image targets, resources of unexpired leases (`content` digests and
+//! `snapshots/<snapshotter>` keys), content and snapshots labelled `containerd.io/gc.root`, and
+//! the snapshots of containers. From each marked blob the collector follows its
+//! `containerd.io/gc.ref.content*` labels (values are digests), its
+//! `containerd.io/gc.ref.snapshot.<snapshotter>[/...]` labels (values are snapshot keys; the
+//! unpacker puts them on image configs) and, for manifests and indexes, the descriptors
+//! inside the blob (config, layers, manifests), so images stay whole even when a client did
+//! not label the children. From each marked snapshot it follows its parent and the same two
+//! kinds of labels. The sweep removes expired leases, unmarked snapshots (children before
+//! their parents), unmarked content records of each namespace, and finally the blob files no
+//! namespace references any more. Blobs being ingested live outside the blob directory and
+//! are never touched.
+//!
+//! Container records (`Kind::Containers`, JSON) keep their snapshot alive through their
+//! `snapshotter` and `snapshot_key` fields.
 //!
 //! The whole collection runs under [`MetadataStore::gc_barrier`]'s exclusive side; content
 //! commits take the shared side around "rename into place + record", so a blob is never
 //! removed between its rename and its record.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use berth_core::{Digest, Result};
-use berth_metadata::MetadataStore;
+use berth_core::{Digest, ErrorKind, Result};
+use berth_metadata::{Kind, MetadataStore};
 
 /// Label prefix naming content a blob references.
 pub const REF_CONTENT_PREFIX: &str = "containerd.io/gc.ref.content";
-/// Label marking content as a root.
+/// Label prefix naming a snapshot (`containerd.io/gc.ref.snapshot.<snapshotter>[/...]`).
+pub const REF_SNAPSHOT_PREFIX: &str = "containerd.io/gc.ref.snapshot.";
+/// Label marking content or a snapshot as a root.
 pub const ROOT_LABEL: &str = "containerd.io/gc.root";
 /// Largest blob parsed for children (manifests and indexes are far smaller).
 pub const MAX_PARSED_BLOB: u64 = 4 << 20;
@@ -40,6 +50,27 @@ pub trait ContentView: Send + Sync {
     fn remove_blob(&self, digest: &Digest) -> Result<u64>;
 }
 
+/// A snapshot as the collector sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// Key or name.
+    pub key: String,
+    /// Parent name; empty for none.
+    pub parent: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One snapshotter as the collector sees it.
+pub trait SnapshotView: Send + Sync {
+    /// The snapshotter's name, as in lease resources (`snapshots/<name>`) and labels.
+    fn snapshotter(&self) -> &str;
+    /// Every snapshot of `ns`.
+    fn snapshots(&self, ns: &str) -> Result<Vec<SnapshotRecord>>;
+    /// Removes snapshot `key` of `ns`, record and files (it has no children by then).
+    fn remove_snapshot(&self, ns: &str, key: &str) -> Result<()>;
+}
+
 /// What one collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CollectStats {
@@ -49,6 +80,8 @@ pub struct CollectStats {
     pub records_removed: u64,
     /// Blob files removed.
     pub blobs_removed: u64,
+    /// Snapshots removed.
+    pub snapshots_removed: u64,
     /// Bytes freed on disk.
     pub bytes_freed: u64,
     /// How long the collection took.
@@ -59,7 +92,51 @@ pub struct CollectStats {
 pub struct Collector<C: ContentView> {
     meta: std::sync::Arc<MetadataStore>,
     content: C,
+    snapshotters: Vec<Arc<dyn SnapshotView>>,
     running: Mutex<()>,
+}
+
+/// A node of the reference graph.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Node {
+    Content(Digest),
+    /// Snapshotter name and key.
+    Snapshot(String, String),
+}
+
+/// The nodes named by `containerd.io/gc.ref.*` labels.
+fn label_refs(labels: &BTreeMap<String, String>, out: &mut VecDeque<Node>) {
+    for (k, v) in labels {
+        if k.starts_with(REF_CONTENT_PREFIX) {
+            if let Ok(d) = Digest::parse(v) {
+                out.push_back(Node::Content(d));
+            }
+        } else if let Some(rest) = k.strip_prefix(REF_SNAPSHOT_PREFIX) {
+            let sn = rest.split('/').next().unwrap_or_default();
+            if !sn.is_empty() {
+                out.push_back(Node::Snapshot(sn.to_string(), v.clone()));
+            }
+        }
+    }
+}
+
+/// How many ancestors `key` has among `all` (bounded, in case of a corrupt cycle).
+fn snapshot_depth(all: &BTreeMap<String, SnapshotRecord>, key: &str) -> usize {
+    let mut n = 0;
+    let mut key = key;
+    while let Some(r) = all.get(key).filter(|r| !r.parent.is_empty() && n <= all.len()) {
+        key = &r.parent;
+        n += 1;
+    }
+    n
+}
+
+/// The snapshot a container record names, from its `snapshotter` and `snapshot_key` fields.
+fn container_snapshot(record: &[u8]) -> Option<Node> {
+    let v: serde_json::Value = serde_json::from_slice(record).ok()?;
+    let sn = v.get("snapshotter")?.as_str()?;
+    let key = v.get("snapshot_key")?.as_str()?;
+    (!sn.is_empty() && !key.is_empty()).then(|| Node::Snapshot(sn.to_string(), key.to_string()))
 }
 
 /// Digests a blob refers to as a manifest (config, layers) or index (manifests).
@@ -88,7 +165,13 @@ pub fn children(blob: &[u8]) -> Vec<Digest> {
 impl<C: ContentView> Collector<C> {
     /// A collector over the metadata store and a content view.
     pub fn new(meta: std::sync::Arc<MetadataStore>, content: C) -> Self {
-        Collector { meta, content, running: Mutex::new(()) }
+        Collector { meta, content, snapshotters: Vec::new(), running: Mutex::new(()) }
+    }
+
+    /// Also collects the snapshots of these snapshotters.
+    pub fn with_snapshotters(mut self, snapshotters: Vec<Arc<dyn SnapshotView>>) -> Self {
+        self.snapshotters = snapshotters;
+        self
     }
 
     /// The content view.
@@ -108,10 +191,20 @@ impl<C: ContentView> Collector<C> {
         for ns in self.meta.list_namespaces()? {
             let ns = ns.name;
             let records: BTreeMap<Digest, BTreeMap<String, String>> = self.content.records(&ns)?.into_iter().collect();
-            let mut roots: VecDeque<Digest> = VecDeque::new();
+            let snaps: HashMap<String, BTreeMap<String, SnapshotRecord>> = self
+                .snapshotters
+                .iter()
+                .map(|v| {
+                    Ok((
+                        v.snapshotter().to_string(),
+                        v.snapshots(&ns)?.into_iter().map(|r| (r.key.clone(), r)).collect(),
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let mut roots: VecDeque<Node> = VecDeque::new();
             for image in self.meta.list_images(&ns)? {
                 if let Ok(d) = Digest::parse(&image.target.digest) {
-                    roots.push_back(d);
+                    roots.push_back(Node::Content(d));
                 }
             }
             for (id, expired, resources) in self.meta.leases_for_gc(&ns, now)? {
@@ -124,29 +217,77 @@ impl<C: ContentView> Collector<C> {
                     }
                     continue;
                 }
-                for r in resources.iter().filter(|r| r.kind == "content") {
-                    if let Ok(d) = Digest::parse(&r.id) {
-                        roots.push_back(d);
+                for r in resources {
+                    if r.kind == "content" {
+                        if let Ok(d) = Digest::parse(&r.id) {
+                            roots.push_back(Node::Content(d));
+                        }
+                    } else if let Some(sn) = r.kind.strip_prefix("snapshots/") {
+                        roots.push_back(Node::Snapshot(sn.to_string(), r.id));
                     }
                 }
             }
-            roots.extend(records.iter().filter(|(_, l)| l.contains_key(ROOT_LABEL)).map(|(d, _)| d.clone()));
+            for (_, record) in self.meta.list(&ns, Kind::Containers)? {
+                roots.extend(container_snapshot(&record));
+            }
+            roots.extend(
+                records.iter().filter(|(_, l)| l.contains_key(ROOT_LABEL)).map(|(d, _)| Node::Content(d.clone())),
+            );
+            for (sn, all) in &snaps {
+                roots.extend(
+                    all.values()
+                        .filter(|r| r.labels.contains_key(ROOT_LABEL))
+                        .map(|r| Node::Snapshot(sn.to_string(), r.key.clone())),
+                );
+            }
 
             let mut marked: BTreeSet<Digest> = BTreeSet::new();
-            while let Some(d) = roots.pop_front() {
-                let Some(labels) = records.get(&d) else { continue };
-                if !marked.insert(d.clone()) {
-                    continue;
-                }
-                for (k, v) in labels {
-                    if k.starts_with(REF_CONTENT_PREFIX) {
-                        if let Ok(child) = Digest::parse(v) {
-                            roots.push_back(child);
+            let mut marked_snaps: HashSet<(String, String)> = HashSet::new();
+            while let Some(node) = roots.pop_front() {
+                match node {
+                    Node::Content(d) => {
+                        let Some(labels) = records.get(&d) else { continue };
+                        if !marked.insert(d.clone()) {
+                            continue;
+                        }
+                        label_refs(labels, &mut roots);
+                        if let Some(bytes) = self.content.read_small(&d, MAX_PARSED_BLOB)? {
+                            roots.extend(children(&bytes).into_iter().map(Node::Content));
+                        }
+                    }
+                    Node::Snapshot(sn, key) => {
+                        let Some(rec) = snaps.get(sn.as_str()).and_then(|all| all.get(&key)) else { continue };
+                        if !marked_snaps.insert((sn.clone(), key)) {
+                            continue;
+                        }
+                        label_refs(&rec.labels, &mut roots);
+                        if !rec.parent.is_empty() {
+                            roots.push_back(Node::Snapshot(sn, rec.parent.clone()));
                         }
                     }
                 }
-                if let Some(bytes) = self.content.read_small(&d, MAX_PARSED_BLOB)? {
-                    roots.extend(children(&bytes));
+            }
+            for view in &self.snapshotters {
+                let sn = view.snapshotter();
+                let Some(all) = snaps.get(sn) else { continue };
+                let mut doomed: Vec<(usize, &str)> = all
+                    .keys()
+                    .filter(|k| !marked_snaps.contains(&(sn.to_string(), k.to_string())))
+                    .map(|k| (snapshot_depth(all, k), k.as_str()))
+                    .collect();
+                // Children first: deeper snapshots before their parents.
+                doomed.sort_by(|a, b| b.cmp(a));
+                for (_, key) in doomed {
+                    match view.remove_snapshot(&ns, key) {
+                        Ok(()) => {
+                            stats.snapshots_removed += 1;
+                            tracing::debug!(namespace = %ns, snapshotter = sn, key, "collected snapshot");
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::warn!(namespace = %ns, snapshotter = sn, key, error = %e, "cannot collect snapshot")
+                        }
+                    }
                 }
             }
             for d in records.keys() {
@@ -325,6 +466,84 @@ mod tests {
         assert_eq!(left, [leased.clone(), rooted].into_iter().collect());
         meta.delete_lease("a", "l").unwrap();
         assert_eq!(gc.collect().unwrap().blobs_removed, 1);
+    }
+
+    /// Snapshots in memory; removal refuses a snapshot with children, as real ones do.
+    #[derive(Default)]
+    struct MemSnapshots {
+        snaps: Mutex<BTreeMap<(String, String), SnapshotRecord>>,
+        removed: Mutex<Vec<String>>,
+    }
+
+    impl MemSnapshots {
+        fn add(&self, ns: &str, key: &str, parent: &str, labels: &[(&str, &str)]) {
+            let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let rec = SnapshotRecord { key: key.into(), parent: parent.into(), labels };
+            self.snaps.lock().unwrap().insert((ns.into(), key.into()), rec);
+        }
+        fn keys(&self) -> Vec<String> {
+            self.snaps.lock().unwrap().keys().map(|(_, k)| k.clone()).collect()
+        }
+    }
+
+    impl SnapshotView for MemSnapshots {
+        fn snapshotter(&self) -> &str {
+            "mem"
+        }
+        fn snapshots(&self, ns: &str) -> Result<Vec<SnapshotRecord>> {
+            Ok(self.snaps.lock().unwrap().iter().filter(|((n, _), _)| n == ns).map(|(_, r)| r.clone()).collect())
+        }
+        fn remove_snapshot(&self, ns: &str, key: &str) -> Result<()> {
+            let mut snaps = self.snaps.lock().unwrap();
+            if snaps.iter().any(|((n, _), r)| n == ns && r.parent == key) {
+                return Err(berth_core::Error::failed_precondition(format!("{key} has children")));
+            }
+            snaps.remove(&(ns.to_string(), key.to_string()));
+            self.removed.lock().unwrap().push(key.to_string());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn snapshots_live_while_referenced_and_go_children_first() {
+        let (_d, meta, content, gc) = setup();
+        let snaps = Arc::new(MemSnapshots::default());
+        let gc = gc.with_snapshotters(vec![snaps.clone()]);
+        // An image whose config points at its unpacked top layer.
+        let config = content.add("a", b"{}", &[("containerd.io/gc.ref.snapshot.mem/0", "layer2".into())]);
+        meta.create_image("a", &image("img", &config)).unwrap();
+        snaps.add("a", "layer1", "", &[]);
+        snaps.add("a", "layer2", "layer1", &[]);
+        // A container's rootfs held by a lease, on a base only it references.
+        snaps.add("a", "base", "", &[]);
+        snaps.add("a", "work", "base", &[]);
+        meta.create_lease("a", "l", BTreeMap::new()).unwrap();
+        meta.add_lease_resource("a", "l", &LeaseResource { kind: "snapshots/mem".into(), id: "work".into() }).unwrap();
+        snaps.add("a", "pinned", "", &[(ROOT_LABEL, "1")]);
+        // Unreferenced chain, and a same-named snapshot in another namespace.
+        snaps.add("a", "o1", "", &[]);
+        snaps.add("a", "o2", "o1", &[]);
+        snaps.add("a", "o3", "o2", &[]);
+        snaps.add("b", "layer1", "", &[(ROOT_LABEL, "1")]);
+
+        let stats = gc.collect().unwrap();
+        assert_eq!(stats.snapshots_removed, 3);
+        assert_eq!(*snaps.removed.lock().unwrap(), ["o3", "o2", "o1"], "children first");
+        assert_eq!(snaps.keys(), ["base", "layer1", "layer2", "pinned", "work", "layer1"]);
+
+        meta.delete_lease("a", "l").unwrap();
+        meta.delete_image("a", "img").unwrap();
+        let stats = gc.collect().unwrap();
+        assert_eq!(stats.snapshots_removed, 4, "{:?}", snaps.removed.lock().unwrap());
+        assert_eq!(snaps.keys(), ["pinned", "layer1"]);
+    }
+
+    #[test]
+    fn container_records_name_their_snapshot() {
+        let rec = br#"{"snapshotter":"overlayfs","snapshot_key":"c1","image":"x"}"#;
+        assert_eq!(container_snapshot(rec), Some(Node::Snapshot("overlayfs".into(), "c1".into())));
+        assert_eq!(container_snapshot(br#"{"snapshotter":"","snapshot_key":"c1"}"#), None);
+        assert_eq!(container_snapshot(b"not json"), None);
     }
 
     #[test]
