@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_ADDRESS;
 use crate::commands::content::ContentCommand;
+use crate::commands::snapshots::SnapshotsArgs;
 use crate::commands::{leases::LeasesCommand, namespaces::NamespacesCommand, plugins::PluginsCommand};
 
 /// berthctl — drive the Berth container engine.
@@ -48,6 +49,9 @@ enum Command {
     /// Manage content: blobs and the ingests that upload them.
     #[command(subcommand)]
     Content(ContentCommand),
+    /// Manage snapshots: the filesystems of image layers and containers.
+    #[command(visible_alias = "snapshot")]
+    Snapshots(SnapshotsArgs),
     /// Run the garbage collector now and print what it freed.
     Gc,
     /// Stream events (filters such as `topic==/images/create`; any one may match).
@@ -80,6 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Namespaces(cmd) => commands::namespaces::run(&client, cmd).await,
         Command::Leases(cmd) => commands::leases::run(&client, cmd).await,
         Command::Content(cmd) => commands::content::run(&client, cmd).await,
+        Command::Snapshots(args) => commands::snapshots::run(&client, args).await,
         Command::Gc => commands::gc::run(&client).await,
         Command::Events { filters } => commands::events::run(&client, filters).await,
     }

@@ -20,6 +20,8 @@ pub const EVENTS: &str = "io.berth.event.v1";
 pub const GC: &str = "io.berth.gc.v1";
 /// Plugin type of the content store.
 pub const CONTENT: &str = "io.berth.content.v1";
+/// Plugin type of snapshotters.
+pub const SNAPSHOTTER: &str = "io.berth.snapshotter.v1";
 
 /// All built-in plugins. Order here is only a tie-breaker; requirements decide init order.
 pub static PLUGINS: &[Registration] = &[
@@ -91,9 +93,30 @@ pub static PLUGINS: &[Registration] = &[
         init: services::content::init,
     },
     Registration {
+        plugin_type: SNAPSHOTTER,
+        id: "overlayfs",
+        requires: &[METADATA],
+        default_config: None,
+        init: services::snapshots::init_overlayfs,
+    },
+    Registration {
+        plugin_type: SNAPSHOTTER,
+        id: "native",
+        requires: &[METADATA],
+        default_config: None,
+        init: services::snapshots::init_native,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "snapshots",
+        requires: &[SNAPSHOTTER],
+        default_config: None,
+        init: services::snapshots::init,
+    },
+    Registration {
         plugin_type: GC,
         id: "scheduler",
-        requires: &[METADATA, CONTENT],
+        requires: &[METADATA, CONTENT, SNAPSHOTTER],
         default_config: None,
         init: init_gc,
     },
@@ -106,7 +129,12 @@ fn init_exchange(_: &mut InitContext<'_>) -> Result<Instance, InitError> {
 fn init_gc(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
     let meta = ctx.get::<MetadataStore>(METADATA)?;
     let content = ctx.get::<ContentStore>(CONTENT)?;
-    Ok(GcScheduler::start(Arc::new(berth_gc::Collector::new(meta, ContentStore::clone(&content)))))
+    let snapshotters: Vec<Arc<dyn berth_gc::SnapshotView>> = services::snapshots::snapshotters(ctx)
+        .into_values()
+        .map(|sn| Arc::new(berth_snapshots::SnapshotterGcView(sn)) as Arc<dyn berth_gc::SnapshotView>)
+        .collect();
+    let collector = berth_gc::Collector::new(meta, ContentStore::clone(&content)).with_snapshotters(snapshotters);
+    Ok(GcScheduler::start(Arc::new(collector)))
 }
 
 fn init_metadata(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {

@@ -6,6 +6,7 @@ pub mod gc;
 pub mod leases;
 pub mod namespaces;
 pub mod plugins;
+pub mod snapshots;
 pub mod version;
 
 use std::collections::BTreeMap;
