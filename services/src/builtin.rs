@@ -22,6 +22,8 @@ pub const GC: &str = "io.berth.gc.v1";
 pub const CONTENT: &str = "io.berth.content.v1";
 /// Plugin type of snapshotters.
 pub const SNAPSHOTTER: &str = "io.berth.snapshotter.v1";
+/// Plugin type of the differ (layer apply and diff).
+pub const DIFFER: &str = "io.berth.differ.v1";
 
 /// All built-in plugins. Order here is only a tie-breaker; requirements decide init order.
 pub static PLUGINS: &[Registration] = &[
@@ -91,6 +93,20 @@ pub static PLUGINS: &[Registration] = &[
         requires: &[CONTENT],
         default_config: None,
         init: services::content::init,
+    },
+    Registration {
+        plugin_type: DIFFER,
+        id: "walking",
+        requires: &[CONTENT],
+        default_config: None,
+        init: services::diff::init_differ,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "diff",
+        requires: &[DIFFER],
+        default_config: None,
+        init: services::diff::init,
     },
     Registration {
         plugin_type: SNAPSHOTTER,

@@ -10,6 +10,8 @@
 //!   order, and return both digests (the uncompressed one is the `containerd.io/uncompressed`
 //!   label of the blob).
 //! - [`syncfs`] syncs a whole extracted tree at once; `apply` itself never syncs.
+//! - [`Differ`] is the differ plugin: layer blobs from the content store applied onto mounts,
+//!   diffs of mounts written back into it.
 //!
 //! # Hostile layers: what `apply` does
 //!
@@ -39,6 +41,7 @@
 mod apply;
 mod changes;
 mod compression;
+mod differ;
 mod hashing;
 mod root;
 
@@ -50,6 +53,7 @@ mod testtar;
 pub use apply::{apply, syncfs, ApplyOptions, ApplyOutcome, WhiteoutMode};
 pub use changes::{diff, diff_overlay_upper, DiffOptions, DiffOutcome};
 pub use compression::*;
+pub use differ::{DiffSpec, Differ};
 
 /// Prefix of a whiteout entry: `.wh.<name>` deletes `<name>`.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";

@@ -1,6 +1,7 @@
 //! The gRPC services: thin shells that translate between wire types and plugin APIs.
 
 pub mod content;
+pub mod diff;
 pub mod events;
 pub mod gc;
 pub mod images;
