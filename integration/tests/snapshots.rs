@@ -5,11 +5,13 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use berth_integration::{run, Daemon, Run};
+use berth_integration::{bin, run, Daemon, Run};
 
 fn is_root() -> bool {
     // SAFETY: no preconditions.
@@ -189,4 +191,29 @@ fn gc_removes_snapshots_once_their_lease_is_gone() {
     assert_eq!(keys, ["pinned"], "{ls}");
     let dirs = fs::read_dir(d.root.join("snapshots/overlayfs/snapshots")).unwrap().count();
     assert_eq!(dirs, 1, "collected snapshot directories removed");
+}
+
+#[test]
+fn snapshot_events_reach_subscribers() {
+    let d = Daemon::start();
+    let mut child = Command::new(bin("berthctl"))
+        .arg("--address")
+        .arg(&d.socket)
+        .args(["events", "topic~=^/snapshot/"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn events");
+    std::thread::sleep(Duration::from_millis(300)); // let the subscription start
+    d.berthctl(&["snapshots", "prepare", "k"]).ok();
+    d.berthctl(&["snapshots", "commit", "c", "k"]).ok();
+    d.berthctl(&["snapshots", "rm", "c"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let topics: Vec<_> = out.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(topics, ["/snapshot/prepare", "/snapshot/commit", "/snapshot/remove"], "{out}");
+    assert!(out.contains(r#"snapshotter: "overlayfs""#), "{out}");
 }
