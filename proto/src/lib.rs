@@ -23,6 +23,13 @@ pub mod berth {
                 tonic::include_proto!("berth.services.gc.v1");
             }
         }
+        /// berth.services.unpack.v1.
+        pub mod unpack {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("berth.services.unpack.v1");
+            }
+        }
     }
 }
 

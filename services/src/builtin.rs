@@ -20,6 +20,8 @@ pub const EVENTS: &str = "io.berth.event.v1";
 pub const GC: &str = "io.berth.gc.v1";
 /// Plugin type of the content store.
 pub const CONTENT: &str = "io.berth.content.v1";
+/// Plugin type of the image unpacker.
+pub const UNPACK: &str = "io.berth.unpack.v1";
 /// Plugin type of snapshotters.
 pub const SNAPSHOTTER: &str = "io.berth.snapshotter.v1";
 /// Plugin type of the differ (layer apply and diff).
@@ -128,6 +130,22 @@ pub static PLUGINS: &[Registration] = &[
         requires: &[SNAPSHOTTER],
         default_config: None,
         init: services::snapshots::init,
+    },
+    Registration {
+        plugin_type: UNPACK,
+        id: "unpacker",
+        requires: &[METADATA, CONTENT, SNAPSHOTTER],
+        default_config: Some(|| {
+            toml::Value::try_from(services::unpack::UnpackConfig::default()).unwrap_or(toml::Value::Boolean(false))
+        }),
+        init: services::unpack::init_unpacker,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "unpack",
+        requires: &[UNPACK],
+        default_config: None,
+        init: services::unpack::init,
     },
     Registration {
         plugin_type: GC,

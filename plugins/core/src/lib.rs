@@ -6,6 +6,7 @@ pub mod digest;
 pub mod errdefs;
 pub mod filters;
 pub mod identifiers;
+pub mod image;
 pub mod labels;
 pub mod platform;
 pub mod reference;
