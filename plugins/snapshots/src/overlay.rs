@@ -178,10 +178,8 @@ impl Snapshotter for OverlaySnapshotter {
         let usage = if rec.kind == Kind::Active { disk_usage(&self.fs_dir(rec.id))? } else { Usage::default() };
         let barrier = self.core.meta.gc_barrier();
         let _shared = barrier.read().unwrap_or_else(|p| p.into_inner());
-        self.core.commit(ns, name, key, opts, usage)?;
-        // The work directory is only needed while the snapshot is an upper layer.
-        let _ = fs::remove_dir_all(self.core.dir(rec.id).join("work"));
-        Ok(())
+        // The work directory stays: the snapshot may still be mounted as an upper layer.
+        self.core.commit(ns, name, key, opts, usage)
     }
 
     fn remove(&self, ns: &str, key: &str) -> Result<()> {
