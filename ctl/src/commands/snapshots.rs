@@ -84,7 +84,7 @@ enum SnapshotsCommand {
         #[arg(long)]
         lease: Option<String>,
     },
-    /// Remove snapshots (children first).
+    /// Remove snapshots (a parent only once its children are gone).
     #[command(visible_aliases = ["remove", "delete", "del"])]
     Rm {
         /// Keys or names.
