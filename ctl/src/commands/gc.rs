@@ -29,10 +29,11 @@ pub async fn run(client: &Client) -> Result<()> {
     let r = r.into_inner();
     let ms = r.duration.map_or(0.0, |d| d.seconds as f64 * 1e3 + f64::from(d.nanos) / 1e6);
     println!(
-        "removed {} blob(s), {} freed; {} content record(s); {} expired lease(s) in {ms:.1} ms",
+        "removed {} blob(s), {} freed; {} content record(s); {} snapshot(s); {} expired lease(s) in {ms:.1} ms",
         r.blobs_removed,
         human_bytes(r.bytes_freed),
         r.content_records_removed,
+        r.snapshots_removed,
         r.leases_removed
     );
     Ok(())

@@ -25,6 +25,7 @@ impl Gc for GcService {
             blobs_removed: s.blobs_removed,
             bytes_freed: s.bytes_freed,
             duration: prost_types::Duration::try_from(s.duration).ok(),
+            snapshots_removed: s.snapshots_removed,
         }))
     }
 }
