@@ -11,15 +11,16 @@ PREFIX ?= /usr/local
 RELEASE_BINS := target/release/berthd target/release/berthctl target/release/berth-shim
 
 # Debian packages the tests and benchmarks drive: ctr and containerd (the incumbent and a
-# foreign client of our API).
-DEB_PACKAGES := containerd
+# foreign client of our API); busybox-static for the test images; skopeo and umoci to check
+# the image archives berthctl writes.
+DEB_PACKAGES := containerd busybox-static skopeo umoci
 
 # As root the test dependencies are installed, so integration tests must not skip.
 ifeq ($(shell id -u),0)
 export BERTH_REQUIRE_TOOLS ?= 1
 endif
 
-.PHONY: all build release run test deps lint unit bench install clean
+.PHONY: all build release run test deps lint unit bench install clean test-images
 
 all: build
 
@@ -50,6 +51,10 @@ lint:
 test: deps lint
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
+
+# OCI layout and docker-save tars of small busybox-based images (no network needed).
+test-images: deps
+	$(CARGO) run --locked -p berth-integration --bin berth-testimages -- target/test-images
 
 bench: deps
 	$(CARGO) build --release --bins --locked

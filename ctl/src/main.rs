@@ -1,5 +1,6 @@
 //! berthctl: the command-line client of berthd.
 
+mod archive;
 mod client;
 mod commands;
 mod table;
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_ADDRESS;
 use crate::commands::content::ContentCommand;
+use crate::commands::image::ImageCommand;
 use crate::commands::snapshots::SnapshotsArgs;
 use crate::commands::{leases::LeasesCommand, namespaces::NamespacesCommand, plugins::PluginsCommand};
 
@@ -52,6 +54,9 @@ enum Command {
     /// Manage snapshots: the filesystems of image layers and containers.
     #[command(visible_alias = "snapshot")]
     Snapshots(SnapshotsArgs),
+    /// Manage images: import and export archives, list, inspect, tag, remove.
+    #[command(subcommand, visible_alias = "images")]
+    Image(ImageCommand),
     /// Run the garbage collector now and print what it freed.
     Gc,
     /// Stream events (filters such as `topic==/images/create`; any one may match).
@@ -85,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Leases(cmd) => commands::leases::run(&client, cmd).await,
         Command::Content(cmd) => commands::content::run(&client, cmd).await,
         Command::Snapshots(args) => commands::snapshots::run(&client, args).await,
+        Command::Image(cmd) => commands::image::run(&client, cmd).await,
         Command::Gc => commands::gc::run(&client).await,
         Command::Events { filters } => commands::events::run(&client, filters).await,
     }

@@ -3,6 +3,7 @@
 //! down on drop (also when a test panics). Many harnesses may run at once.
 
 pub mod bench;
+pub mod images;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 pub mod content;
 pub mod events;
 pub mod gc;
+pub mod image;
 pub mod leases;
 pub mod namespaces;
 pub mod plugins;
