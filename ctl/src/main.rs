@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::client::DEFAULT_ADDRESS;
+use crate::commands::container::ContainerCommand;
 use crate::commands::content::ContentCommand;
 use crate::commands::image::ImageCommand;
 use crate::commands::snapshots::SnapshotsArgs;
@@ -57,6 +58,9 @@ enum Command {
     /// Manage images: import and export archives, list, inspect, tag, remove.
     #[command(subcommand, visible_alias = "images")]
     Image(ImageCommand),
+    /// Manage containers (metadata; their running processes are tasks).
+    #[command(subcommand, visible_aliases = ["containers", "c"])]
+    Container(ContainerCommand),
     /// Run the garbage collector now and print what it freed.
     Gc,
     /// Stream events (filters such as `topic==/images/create`; any one may match).
@@ -91,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Content(cmd) => commands::content::run(&client, cmd).await,
         Command::Snapshots(args) => commands::snapshots::run(&client, args).await,
         Command::Image(cmd) => commands::image::run(&client, cmd).await,
+        Command::Container(cmd) => commands::container::run(&client, cmd).await,
         Command::Gc => commands::gc::run(&client).await,
         Command::Events { filters } => commands::events::run(&client, filters).await,
     }

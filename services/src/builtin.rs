@@ -76,6 +76,13 @@ pub static PLUGINS: &[Registration] = &[
     },
     Registration {
         plugin_type: GRPC,
+        id: "containers",
+        requires: &[METADATA, EVENTS, GC],
+        default_config: None,
+        init: services::containers::init,
+    },
+    Registration {
+        plugin_type: GRPC,
         id: "leases",
         requires: &[METADATA, GC],
         default_config: None,

@@ -1,5 +1,6 @@
 //! One module per top-level berthctl command.
 
+pub mod container;
 pub mod content;
 pub mod events;
 pub mod gc;

@@ -14,7 +14,8 @@
 //! are never touched.
 //!
 //! Container records (`Kind::Containers`, JSON) keep their snapshot alive through their
-//! `snapshotter` and `snapshot_key` fields.
+//! `snapshotter` and `snapshot_key` fields, and what their `labels` name through the same
+//! `containerd.io/gc.ref.*` labels.
 //!
 //! The whole collection runs under [`MetadataStore::gc_barrier`]'s exclusive side; content
 //! commits take the shared side around "rename into place + record", so a blob is never
@@ -139,6 +140,15 @@ fn container_snapshot(record: &[u8]) -> Option<Node> {
     (!sn.is_empty() && !key.is_empty()).then(|| Node::Snapshot(sn.to_string(), key.to_string()))
 }
 
+/// The nodes named by a container record's `containerd.io/gc.ref.*` labels, as containerd.
+fn container_label_refs(record: &[u8], out: &mut VecDeque<Node>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(record) else { return };
+    let Some(map) = v.get("labels").and_then(|l| l.as_object()) else { return };
+    let labels: BTreeMap<String, String> =
+        map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect();
+    label_refs(&labels, out);
+}
+
 /// Digests a blob refers to as a manifest (config, layers) or index (manifests).
 pub fn children(blob: &[u8]) -> Vec<Digest> {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(blob) else { return Vec::new() };
@@ -229,6 +239,7 @@ impl<C: ContentView> Collector<C> {
             }
             for (_, record) in self.meta.list(&ns, Kind::Containers)? {
                 roots.extend(container_snapshot(&record));
+                container_label_refs(&record, &mut roots);
             }
             roots.extend(
                 records.iter().filter(|(_, l)| l.contains_key(ROOT_LABEL)).map(|(d, _)| Node::Content(d.clone())),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_core::filters::Adaptor;
-use berth_core::{identifiers, labels, Digest, Error, Result};
+use berth_core::{labels, Digest, Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Kind, MetadataStore, NamespaceTx};
@@ -114,7 +114,11 @@ impl NamespaceTx<'_> {
 impl MetadataStore {
     /// Creates a lease; AlreadyExists if the id is taken.
     pub fn create_lease(&self, ns: &str, id: &str, labels: BTreeMap<String, String>) -> Result<Lease> {
-        identifiers::validate(id).map_err(|e| e.context("lease"))?;
+        // containerd checks only that a lease id is set: its clients' random ids
+        // (`<nanos>-<base64url>`) may end in `-` or `_`, which identifiers reject.
+        if id.is_empty() || id.contains('\0') {
+            return Err(Error::invalid_argument(format!("lease id {id:?} must be set and hold no NUL")));
+        }
         labels::validate_all(&labels)?;
         if let Some(expire) = labels.get(EXPIRE_LABEL) {
             parse_rfc3339(expire).map_err(|e| e.context(format!("label {EXPIRE_LABEL}")))?;

@@ -23,11 +23,13 @@
 //! emptiness inside the same transaction that removes it, which sled's transactions (no
 //! scans) could not do otherwise.
 
+mod containers;
 mod images;
 mod leases;
 mod namespaces;
 mod store;
 
+pub use containers::{AnyValue, Container, ContainerRuntime, SPEC_TYPE_URL};
 pub use images::Image;
 pub use leases::{parse_rfc3339, Lease, LeaseResource, EXPIRE_LABEL};
 pub use namespaces::{Namespace, NamespaceRecord};

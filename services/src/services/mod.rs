@@ -1,5 +1,6 @@
 //! The gRPC services: thin shells that translate between wire types and plugin APIs.
 
+pub mod containers;
 pub mod content;
 pub mod diff;
 pub mod events;
