@@ -2,8 +2,10 @@
 //! waits until it answers, runs `berthctl` and Debian's `ctr` against it, and tears it all
 //! down on drop (also when a test panics). Many harnesses may run at once.
 
-pub mod bench;
 pub mod images;
+
+pub mod bench;
+pub mod grpc;
 
 use std::fs;
 use std::path::{Path, PathBuf};

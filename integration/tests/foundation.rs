@@ -328,4 +328,9 @@ fn reflection_lists_served_services() {
         assert!(services.iter().any(|x| x == s), "{s} not in {services:?}");
     }
     assert!(!services.iter().any(|x| x.contains("tasks")), "unserved services are not advertised: {services:?}");
+    let mut alpha = reflection_services_v1alpha(&d.socket);
+    let mut v1 = services.clone();
+    alpha.sort();
+    v1.sort();
+    assert_eq!(alpha, v1, "v1alpha and v1 reflection agree");
 }

@@ -16,10 +16,10 @@ use crate::bin;
 const STARTS: usize = 10;
 const CALLS: usize = 2000;
 
-/// A daemon under test.
-struct Proc {
-    child: Child,
-    socket: PathBuf,
+/// A daemon under test, stopped (SIGTERM, then SIGKILL) when dropped.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) socket: PathBuf,
 }
 
 impl Drop for Proc {
@@ -61,7 +61,8 @@ fn answers(socket: &Path) -> bool {
     })
 }
 
-fn start_berthd(dir: &Path) -> (Proc, f64) {
+/// Starts berthd on `dir`; returns it and the milliseconds until it answered.
+pub(crate) fn start_berthd(dir: &Path) -> (Proc, f64) {
     let socket = dir.join("state/berth.sock");
     let cfg = dir.join("config.toml");
     fs::write(&cfg, "version = 1\n").expect("config");
@@ -86,7 +87,8 @@ fn start_berthd(dir: &Path) -> (Proc, f64) {
     (Proc { child, socket }, ms)
 }
 
-fn start_containerd(dir: &Path) -> Option<(Proc, f64)> {
+/// Starts containerd (CRI off) on `dir`; None when it is not installed or does not start.
+pub(crate) fn start_containerd(dir: &Path) -> Option<(Proc, f64)> {
     let exe = crate::find_on_path("containerd")?;
     let socket = dir.join("state/containerd.sock");
     let cfg = dir.join("containerd.toml");

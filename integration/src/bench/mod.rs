@@ -1,6 +1,7 @@
 //! Benchmarks run by `berth-bench`: helpers to time things and report medians and ratios.
 
 pub mod daemon;
+pub mod image;
 
 use std::time::{Duration, Instant};
 

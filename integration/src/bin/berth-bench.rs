@@ -6,5 +6,6 @@ use berth_integration::bench::{self, Report};
 fn main() {
     let mut report = Report::default();
     bench::daemon::run(&mut report);
+    bench::image::run(&mut report);
     report.print();
 }

@@ -58,9 +58,12 @@ pub struct ImportArgs {
     /// `import-YYYY-MM-DD`, as ctr.
     #[arg(long)]
     pub base_name: Option<String>,
-    /// Accepted for ctr compatibility; berthctl does not unpack on import.
-    #[arg(long, hide = true)]
+    /// Do not unpack the imported images (by default they are unpacked for this host).
+    #[arg(long)]
     pub no_unpack: bool,
+    /// Snapshotter to unpack into (berthd's default, overlayfs, when omitted).
+    #[arg(long, default_value = "")]
+    pub snapshotter: String,
 }
 
 /// A blob member of the archive as uploaded.
@@ -172,6 +175,13 @@ pub async fn run(client: &Client, args: ImportArgs) -> Result<()> {
         secs,
         human_size((importer.bytes as f64 / secs.max(1e-6)) as u64)
     );
+    // Unpack what this host can run (an import for another platform has nothing to unpack).
+    let foreign = importer.args.platform.is_some() && importer.platform != Platform::host();
+    if !importer.args.no_unpack && !foreign {
+        for img in &images {
+            super::unpack::unpack_one(client, &img.name, &importer.args.snapshotter).await?;
+        }
+    }
     Ok(())
 }
 

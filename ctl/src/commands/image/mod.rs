@@ -8,6 +8,7 @@ mod ls;
 mod remote;
 mod rm;
 mod tag;
+mod unpack;
 
 use anyhow::{anyhow, Result};
 use clap::Subcommand;
@@ -34,6 +35,8 @@ pub enum ImageCommand {
     /// Remove images (their content is collected once nothing else references it).
     #[command(visible_aliases = ["remove", "delete"])]
     Rm(rm::RmArgs),
+    /// Unpack images into a snapshotter (layers extracted in parallel; done ones are reused).
+    Unpack(unpack::UnpackArgs),
 }
 
 /// Runs an image command.
@@ -45,6 +48,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Inspect(a) => inspect::run(client, a).await,
         ImageCommand::Tag(a) => tag::run(client, a).await,
         ImageCommand::Rm(a) => rm::run(client, a).await,
+        ImageCommand::Unpack(a) => unpack::run(client, a).await,
     }
 }
 
