@@ -307,3 +307,24 @@ fn events_stream_to_berthctl_and_ctr_with_filters() {
     assert!(out.contains(r#"/namespaces/create {"name":"ev1","labels":{"a":"b"}}"#), "{out}");
     assert!(out.contains(r#"/namespaces/delete {"name":"ev1"}"#), "{out}");
 }
+
+#[test]
+fn content_delete_publishes_an_event_and_frees_the_blob() {
+    let d = Daemon::start();
+    let digest = runtime().block_on(async {
+        let ch = connect(&d.socket).await;
+        write_blob(&ch, "default", None, b"to be deleted", &[("containerd.io/gc.root", "1")]).await
+    });
+    assert_eq!(blob_files(&d), 1);
+    let out = capture_events(Command::new(bin("berthctl")).arg("--address").arg(&d.socket).arg("events"), || {
+        d.berthctl(&["content", "rm", &digest]).ok();
+    });
+    assert!(out.contains("/content/delete"), "{out}");
+    assert!(out.contains(&digest), "{out}");
+    // The delete schedules a collection that removes the file shortly after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while blob_files(&d) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(blob_files(&d), 0);
+}

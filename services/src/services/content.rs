@@ -22,8 +22,11 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{blocking, grpc_service, request_lease, request_namespace, to_status};
-use crate::builtin::{CONTENT, METADATA};
+use crate::builtin::{CONTENT, EVENTS, GC, METADATA};
+use crate::exchange::Exchange;
+use crate::gc::GcScheduler;
 use crate::registry::{InitContext, InitError, Instance};
+use berth_proto::containerd::events::ContentDelete;
 
 /// Largest chunk of blob data in one Read response.
 pub const READ_CHUNK: usize = 1 << 20;
@@ -34,6 +37,8 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 struct ContentService {
     store: Arc<ContentStore>,
+    events: Arc<Exchange>,
+    gc: Arc<GcScheduler>,
 }
 
 fn parse_digest(s: &str) -> Result<Digest, Status> {
@@ -109,8 +114,12 @@ impl Content for ContentService {
         let digest = parse_digest(&req.get_ref().digest)?;
         let store = self.store.clone();
         let shown = digest.clone();
-        blocking(move || store.delete(&ns, &digest)).await?;
+        let ns2 = ns.clone();
+        blocking(move || store.delete(&ns2, &digest)).await?;
         tracing::debug!(digest = %shown, "content deleted");
+        self.events.publish(&ns, "/content/delete", &ContentDelete { digest: shown.to_string() });
+        // The blob file goes once no namespace references it.
+        self.gc.schedule();
         Ok(Response::new(()))
     }
 
@@ -303,6 +312,6 @@ pub fn init_store(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
 
 /// `io.berth.grpc.v1` init: the content service.
 pub fn init(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
-    let store = ctx.get::<ContentStore>(CONTENT)?;
-    Ok(grpc_service!("containerd.services.content.v1.Content", ContentServer::new(ContentService { store })))
+    let svc = ContentService { store: ctx.get::<ContentStore>(CONTENT)?, events: ctx.get(EVENTS)?, gc: ctx.get(GC)? };
+    Ok(grpc_service!("containerd.services.content.v1.Content", ContentServer::new(svc)))
 }
