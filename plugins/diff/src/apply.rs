@@ -1,30 +1,28 @@
 //! Applying a layer: decompress, hash, and extract a layer tar into a directory, entry by
 //! entry, relative to open directory handles so that nothing lands outside the target.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::mpsc;
 
 use berth_core::{Digest, Error, Result};
 use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use tar::EntryType;
 
-use crate::compression::{Compression, Decoder, MAGIC_LEN};
-use crate::hashing::HashingReader;
+use crate::compression::Compression;
 use crate::root::{clear_dir, normalize, remove_all, show, split, Root};
+use crate::stream::{self, ChunkReader, StreamError};
 use crate::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX};
 
-/// Read buffer of the compressed stream.
-const COMPRESSED_BUF: usize = 256 << 10;
-/// Read buffer of the tar stream, and the copy buffer of file data.
-const TAR_BUF: usize = 1 << 20;
+/// Copy buffer of file data.
+const COPY_BUF: usize = 1 << 20;
 
 /// What to do with whiteout entries (`.wh.<name>`, `.wh..wh..opq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,59 +90,54 @@ impl ApplyOutcome {
 /// rules); a layer that tries is `InvalidArgument`, as is corrupt data; a failing `reader` is
 /// `Internal`. No file is synced: call [`crate::syncfs`] once when all layers are in. On
 /// error, `target` holds part of the layer and should be discarded.
-pub fn apply<R: Read>(reader: R, target: &Path, opts: &ApplyOptions) -> Result<ApplyOutcome> {
+pub fn apply<R: Read + Send>(reader: R, target: &Path, opts: &ApplyOptions) -> Result<ApplyOutcome> {
     let declared = opts.media_type.as_deref().map(Compression::from_media_type).transpose()?;
     let root = Root::open(target)?;
-    let source_failed = Rc::new(Cell::new(false));
-    let data_error = |e: io::Error| -> Error {
-        if source_failed.get() {
-            Error::internal(format!("read layer: {e}"))
-        } else {
-            Error::invalid_argument(format!("invalid layer data: {e}"))
+    let (tx, rx) = mpsc::sync_channel(stream::CHUNKS_AHEAD);
+    let (recycle_tx, recycle_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let producer = std::thread::Builder::new()
+            .name("layer-stream".into())
+            .spawn_scoped(scope, move || stream::produce(reader, tx, recycle_rx))
+            .map_err(|e| Error::internal(format!("start layer reader thread: {e}")))?;
+        let mut ex = Extractor::new(root, opts.whiteouts);
+        // Consumes the reader: when extraction stops early, the producer sees it gone.
+        let extracted = extract(&mut ex, ChunkReader::new(rx, recycle_tx));
+        let produced = producer.join().map_err(|_| Error::internal("layer reader thread panicked"))?;
+        let st = match (produced, extracted) {
+            // The stream's own failure explains any the extractor saw.
+            (Err(StreamError::Failed(e)), _) => return Err(e),
+            (_, Err(e)) => return Err(e),
+            (Err(StreamError::Gone), Ok(())) => return Err(Error::internal("layer reader stopped early")),
+            (Ok(st), Ok(())) => st,
+        };
+        if let Some(declared) = declared.filter(|d| *d != st.compression) {
+            tracing::debug!(?declared, found = ?st.compression, "layer compression differs from its media type");
         }
-    };
+        tracing::debug!(target = %target.display(), digest = %st.digest, diff_id = %st.diff_id, entries = ex.entries, "layer applied");
+        Ok(ApplyOutcome {
+            digest: st.digest,
+            size: st.size,
+            diff_id: st.diff_id,
+            uncompressed_size: st.uncompressed_size,
+            compression: st.compression,
+            entries: ex.entries,
+        })
+    })
+}
 
-    let mut source = HashingReader::flagging(reader, source_failed.clone());
-    let mut magic = [0u8; MAGIC_LEN];
-    let n = read_up_to(&mut source, &mut magic).map_err(data_error)?;
-    let compression = Compression::detect(&magic[..n])?;
-    if let Some(declared) = declared.filter(|d| *d != compression) {
-        tracing::debug!(?declared, found = ?compression, "layer compression differs from its media type");
-    }
-    let compressed = BufReader::with_capacity(COMPRESSED_BUF, (&magic[..n]).chain(source));
-    let decoder = Decoder::new(compression, compressed).map_err(data_error)?;
-    let mut archive = tar::Archive::new(BufReader::with_capacity(TAR_BUF, HashingReader::new(decoder)));
-
-    let mut ex = Extractor::new(root, opts.whiteouts);
+/// Extracts every entry of the tar in `stream`, then reads it to its end.
+fn extract(ex: &mut Extractor, stream: ChunkReader) -> Result<()> {
+    let data_error = |e: io::Error| Error::invalid_argument(format!("invalid layer data: {e}"));
+    let mut archive = tar::Archive::new(stream);
     for entry in archive.entries().map_err(data_error)? {
         let mut entry = entry.map_err(data_error)?;
         ex.entry(&mut entry, &data_error)?;
     }
     ex.finish()?;
-
-    // Hash what follows the end of the archive too: the digests cover the whole streams.
-    let mut tar_stream = archive.into_inner();
-    io::copy(&mut tar_stream, &mut io::sink()).map_err(data_error)?;
-    let (decoder, diff_id, uncompressed_size) = tar_stream.into_inner().into_parts();
-    let mut compressed = decoder.into_inner();
-    io::copy(&mut compressed, &mut io::sink()).map_err(data_error)?;
-    let (_, source) = compressed.into_inner().into_inner();
-    let (digest, size) = source.finish();
-    tracing::debug!(target = %target.display(), %digest, %diff_id, entries = ex.entries, "layer applied");
-    Ok(ApplyOutcome { digest, size, diff_id, uncompressed_size, compression, entries: ex.entries })
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    // Padding after the end-of-archive blocks: the producer hashes it as it goes by.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(data_error)?;
+    Ok(())
 }
 
 /// Ownership, mode, times and xattrs of one entry.
@@ -182,7 +175,7 @@ impl Extractor {
             mode,
             path: Vec::with_capacity(256),
             link: Vec::with_capacity(256),
-            buf: vec![0; TAR_BUF],
+            buf: vec![0; COPY_BUF],
             xattrs: Vec::new(),
             xattr_data: Vec::new(),
             dir_times: Vec::new(),

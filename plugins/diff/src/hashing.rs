@@ -11,28 +11,31 @@ use sha2::{Digest as _, Sha256};
 /// caller can tell a failing source from bad data found further down the pipeline.
 pub(crate) struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    /// None: count only (the digest is known to equal another one).
+    hasher: Option<Sha256>,
     count: u64,
     failed: Option<Rc<Cell<bool>>>,
 }
 
 impl<R: Read> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0, failed: None }
+        HashingReader { inner, hasher: Some(Sha256::new()), count: 0, failed: None }
+    }
+
+    /// Counts without hashing; [`HashingReader::into_parts`] then gives no digest.
+    pub(crate) fn counting(inner: R) -> Self {
+        HashingReader { inner, hasher: None, count: 0, failed: None }
     }
 
     /// Like [`HashingReader::new`], raising `failed` on a read error of `inner`.
     pub(crate) fn flagging(inner: R, failed: Rc<Cell<bool>>) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0, failed: Some(failed) }
+        HashingReader { inner, hasher: Some(Sha256::new()), count: 0, failed: Some(failed) }
     }
 
-    /// The digest and the number of bytes read so far.
-    pub(crate) fn finish(self) -> (Digest, u64) {
-        (Digest::sha256_from_bytes(&self.hasher.finalize().into()), self.count)
-    }
-
-    pub(crate) fn into_parts(self) -> (R, Digest, u64) {
-        (self.inner, Digest::sha256_from_bytes(&self.hasher.finalize().into()), self.count)
+    /// The inner reader, the digest (None when only counting) and the number of bytes read.
+    pub(crate) fn into_parts(self) -> (R, Option<Digest>, u64) {
+        let digest = self.hasher.map(|h| Digest::sha256_from_bytes(&h.finalize().into()));
+        (self.inner, digest, self.count)
     }
 }
 
@@ -49,7 +52,9 @@ impl<R: Read> Read for HashingReader<R> {
                 return Err(e);
             }
         };
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }

@@ -44,6 +44,7 @@ mod compression;
 mod differ;
 mod hashing;
 mod root;
+mod stream;
 
 #[cfg(test)]
 mod tests;
