@@ -610,7 +610,8 @@ impl Extractor {
     /// Sets the directory times kept for last.
     fn finish(&mut self) -> Result<()> {
         let dir_times = std::mem::take(&mut self.dir_times);
-        for (path, times) in dir_times.iter().rev() {
+        // In entry order: a directory listed twice gets the times of its last entry.
+        for (path, times) in &dir_times {
             let (parent, base) = split(path);
             let result = if path.is_empty() {
                 rfs::futimens(self.root.fd(), times)

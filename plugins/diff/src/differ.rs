@@ -83,6 +83,10 @@ impl Differ {
     fn apply_target(&self, mounts: &[Mount]) -> Result<(PathBuf, WhiteoutMode, Option<TempMount>)> {
         match mounts {
             [] => Err(Error::invalid_argument("apply needs at least one mount")),
+            [m] if !at_root(m) => {
+                let temp = self.mount(mounts, false)?;
+                Ok((temp.dir.clone(), WhiteoutMode::Delete, Some(temp)))
+            }
             [m] if m.kind == "overlay" => match option(m, "upperdir") {
                 Some(upper) => Ok((PathBuf::from(upper), WhiteoutMode::Overlay, None)),
                 None => Err(Error::invalid_argument("overlay mount has no upperdir: it is read-only")),
@@ -144,7 +148,7 @@ impl Differ {
     ) -> Result<crate::DiffOutcome> {
         let sink = writer;
         if let [u] = upper {
-            if u.kind == "overlay" && upper_over(u, lower) {
+            if u.kind == "overlay" && at_root(u) && upper_over(u, lower) {
                 if let Some(dir) = option(u, "upperdir") {
                     return diff_overlay_upper(Path::new(dir), sink, opts);
                 }
@@ -153,7 +157,7 @@ impl Differ {
         let upper_temp;
         let upper_dir = match upper {
             [] => return Err(Error::invalid_argument("diff needs the mounts of its upper side")),
-            [u] if is_bind(u) => PathBuf::from(&u.source),
+            [u] if is_bind(u) && at_root(u) => PathBuf::from(&u.source),
             _ => {
                 upper_temp = self.mount(upper, true)?;
                 upper_temp.dir.clone()
@@ -165,7 +169,7 @@ impl Differ {
                 lower_temp = self.empty_dir()?;
                 lower_temp.dir.clone()
             }
-            [l] if is_bind(l) => PathBuf::from(&l.source),
+            [l] if is_bind(l) && at_root(l) => PathBuf::from(&l.source),
             _ => {
                 lower_temp = self.mount(lower, true)?;
                 lower_temp.dir.clone()
@@ -232,6 +236,11 @@ fn has_option(m: &Mount, word: &str) -> bool {
     m.options.iter().any(|o| o == word)
 }
 
+/// Whether the mount goes at the root of its mount point (no sub-path target).
+fn at_root(m: &Mount) -> bool {
+    m.target.trim_matches('/').is_empty()
+}
+
 fn is_bind(m: &Mount) -> bool {
     m.kind == "bind" || has_option(m, "bind") || has_option(m, "rbind")
 }
@@ -241,8 +250,10 @@ fn is_bind(m: &Mount) -> bool {
 fn upper_over(upper: &Mount, lower: &[Mount]) -> bool {
     let Some(lowerdirs) = option(upper, "lowerdir") else { return false };
     match lower {
-        [l] if is_bind(l) => !lowerdirs.contains(':') && Path::new(&l.source) == Path::new(lowerdirs),
-        [l] if l.kind == "overlay" => option(l, "upperdir").is_none() && option(l, "lowerdir") == Some(lowerdirs),
+        [l] if is_bind(l) && at_root(l) => !lowerdirs.contains(':') && Path::new(&l.source) == Path::new(lowerdirs),
+        [l] if l.kind == "overlay" && at_root(l) => {
+            option(l, "upperdir").is_none() && option(l, "lowerdir") == Some(lowerdirs)
+        }
         _ => false,
     }
 }

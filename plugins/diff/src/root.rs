@@ -115,6 +115,9 @@ impl Root {
 
     /// Keeps `fd`, the directory `rel` just made, for the entries that follow.
     pub(crate) fn remember(&mut self, rel: &[u8], fd: Rc<OwnedFd>) {
+        if let Some(i) = self.cache.iter().position(|(k, _)| k == rel) {
+            self.cache.remove(i);
+        }
         if self.cache.len() == CACHE_SLOTS {
             let (mut key, _) = self.cache.remove(0);
             key.clear();

@@ -840,3 +840,17 @@ fn tmpfs_target_works() {
     let seen = result.unwrap();
     assert!(seen.contains_key("bin/ping6"));
 }
+
+#[test]
+fn a_directory_listed_twice_takes_its_last_times_and_mode() {
+    let sb = Sandbox::new();
+    let layer = TestTar::new()
+        .add(E::dir("d/").mtime(100).mode(0o700))
+        .add(E::file("d/f", b"f"))
+        .add(E::dir("d/").mtime(200).mode(0o755))
+        .add(E::file("d/g", b"g"))
+        .finish();
+    sb.apply(&layer, WhiteoutMode::Delete).unwrap();
+    let m = fs::metadata(sb.target.join("d")).unwrap();
+    assert_eq!((m.mtime(), m.mode() & 0o777), (200, 0o755));
+}
