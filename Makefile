@@ -12,8 +12,9 @@ RELEASE_BINS := target/release/berthd target/release/berthctl target/release/ber
 
 # Debian packages the tests and benchmarks drive: ctr and containerd (the incumbent and a
 # foreign client of our API); busybox-static for the test images; skopeo and umoci to check
-# the image archives berthctl writes.
-DEB_PACKAGES := containerd busybox-static skopeo umoci
+# the image archives berthctl writes; docker-registry, apache2-utils (htpasswd), curl and
+# openssl for the registry tests.
+DEB_PACKAGES := containerd busybox-static skopeo umoci docker-registry apache2-utils curl openssl
 
 # As root the test dependencies are installed, so integration tests must not skip.
 ifeq ($(shell id -u),0)

@@ -61,6 +61,10 @@ enum Command {
     /// Manage containers (metadata; their running processes are tasks).
     #[command(subcommand, visible_aliases = ["containers", "c"])]
     Container(ContainerCommand),
+    /// Log in to a registry (berthd checks and stores the credentials).
+    Login(commands::image::login::LoginArgs),
+    /// Forget the stored credentials of a registry.
+    Logout(commands::image::login::LogoutArgs),
     /// Run the garbage collector now and print what it freed.
     Gc,
     /// Stream events (filters such as `topic==/images/create`; any one may match).
@@ -96,6 +100,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshots(args) => commands::snapshots::run(&client, args).await,
         Command::Image(cmd) => commands::image::run(&client, cmd).await,
         Command::Container(cmd) => commands::container::run(&client, cmd).await,
+        Command::Login(a) => commands::image::login::login(&client, a).await,
+        Command::Logout(a) => commands::image::login::logout(&client, a).await,
         Command::Gc => commands::gc::run(&client).await,
         Command::Events { filters } => commands::events::run(&client, filters).await,
     }

@@ -30,6 +30,13 @@ pub mod berth {
                 tonic::include_proto!("berth.services.unpack.v1");
             }
         }
+        /// berth.services.transfer.v1.
+        pub mod transfer {
+            /// v1.
+            pub mod v1 {
+                tonic::include_proto!("berth.services.transfer.v1");
+            }
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub const UNPACK: &str = "io.berth.unpack.v1";
 pub const SNAPSHOTTER: &str = "io.berth.snapshotter.v1";
 /// Plugin type of the differ (layer apply and diff).
 pub const DIFFER: &str = "io.berth.differ.v1";
+/// Plugin type of registry transfers (pull, push).
+pub const TRANSFER: &str = "io.berth.transfer.v1";
 
 /// All built-in plugins. Order here is only a tie-breaker; requirements decide init order.
 pub static PLUGINS: &[Registration] = &[
@@ -155,6 +157,24 @@ pub static PLUGINS: &[Registration] = &[
         init: services::unpack::init,
     },
     // After the unpacker in this list: it is used when loaded, not required.
+    // After the unpacker in this list: it is used when loaded, not required.
+    Registration {
+        plugin_type: TRANSFER,
+        id: "distribution",
+        requires: &[METADATA, CONTENT, EVENTS],
+        default_config: Some(|| {
+            toml::Value::try_from(berth_distribution::DistributionConfig::default())
+                .unwrap_or(toml::Value::Boolean(false))
+        }),
+        init: services::transfer::init_distribution,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "transfer",
+        requires: &[TRANSFER],
+        default_config: None,
+        init: services::transfer::init,
+    },
     Registration {
         plugin_type: GC,
         id: "scheduler",

@@ -148,9 +148,23 @@ impl Unpacker {
         platform: &Platform,
         lease: Option<&str>,
     ) -> Result<UnpackOutcome> {
-        let start = Instant::now();
         let image = self.meta.get_image(ns, name)?;
-        let (manifest, config) = self.resolve(ns, &image.target, platform)?;
+        self.unpack_target(ns, name, &image.target, sn, platform, lease)
+    }
+
+    /// Unpacks the image whose root is `target` (before or without an image record, as a
+    /// pull does); `name` is for messages only.
+    pub fn unpack_target(
+        &self,
+        ns: &str,
+        name: &str,
+        target: &Descriptor,
+        sn: &dyn Snapshotter,
+        platform: &Platform,
+        lease: Option<&str>,
+    ) -> Result<UnpackOutcome> {
+        let start = Instant::now();
+        let (manifest, config) = self.resolve(ns, target, platform)?;
         let diff_ids = config.diff_ids()?;
         if diff_ids.len() != manifest.layers.len() {
             return Err(Error::invalid_argument(format!(
@@ -366,8 +380,8 @@ fn tempdir_in(parent: &std::path::Path) -> Result<TempDir> {
     Ok(TempDir(p))
 }
 
-/// RFC 3339 UTC time `d` from now.
-fn rfc3339_in(d: Duration) -> String {
+/// RFC 3339 UTC time `d` from now (lease expiry labels).
+pub fn rfc3339_in(d: Duration) -> String {
     let secs =
         (std::time::SystemTime::now() + d).duration_since(std::time::UNIX_EPOCH).map_or(0, |x| x.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

@@ -50,6 +50,11 @@ impl UnpackPlugin {
             .ok_or_else(|| berth_core::Error::invalid_argument(format!("snapshotter not loaded: {name}")))
     }
 
+    /// The unpacker.
+    pub fn unpacker(&self) -> &Unpacker {
+        &self.unpacker
+    }
+
     /// Unpacks `image` (blocking).
     pub fn unpack(
         &self,

@@ -4,7 +4,10 @@
 mod export;
 mod import;
 mod inspect;
+pub mod login;
 mod ls;
+mod pull;
+mod push;
 mod remote;
 mod rm;
 mod tag;
@@ -32,6 +35,10 @@ pub enum ImageCommand {
     Inspect(inspect::InspectArgs),
     /// Give an existing image another name.
     Tag(tag::TagArgs),
+    /// Pull an image from a registry (progress per layer, then the digest).
+    Pull(pull::PullArgs),
+    /// Push an image to a registry.
+    Push(push::PushArgs),
     /// Remove images (their content is collected once nothing else references it).
     #[command(visible_aliases = ["remove", "delete"])]
     Rm(rm::RmArgs),
@@ -48,6 +55,8 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<()> {
         ImageCommand::Inspect(a) => inspect::run(client, a).await,
         ImageCommand::Tag(a) => tag::run(client, a).await,
         ImageCommand::Rm(a) => rm::run(client, a).await,
+        ImageCommand::Pull(a) => pull::run(client, a).await,
+        ImageCommand::Push(a) => push::run(client, a).await,
         ImageCommand::Unpack(a) => unpack::run(client, a).await,
     }
 }
