@@ -23,6 +23,9 @@ use crate::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_META_PREFIX, WHITEOU
 
 /// Copy buffer of file data.
 const COPY_BUF: usize = 1 << 20;
+/// Most bytes read to find one entry: its PAX and GNU long-name headers, and what the entry
+/// before left unread (data of a whiteout or directory entry, which no real layer has).
+const HEADERS_BUDGET: u64 = 16 << 20;
 
 /// What to do with whiteout entries (`.wh.<name>`, `.wh..wh..opq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,8 +132,16 @@ pub fn apply<R: Read + Send>(reader: R, target: &Path, opts: &ApplyOptions) -> R
 /// Extracts every entry of the tar in `stream`, then reads it to its end.
 fn extract(ex: &mut Extractor, stream: ChunkReader) -> Result<()> {
     let data_error = |e: io::Error| Error::invalid_argument(format!("invalid layer data: {e}"));
+    let budget = stream.budget();
     let mut archive = tar::Archive::new(stream);
-    for entry in archive.entries().map_err(data_error)? {
+    let mut entries = archive.entries().map_err(data_error)?;
+    loop {
+        // Finding the next entry reads its headers (held in memory) and skips what the last
+        // one left unread: bounded, as Go's archive/tar bounds them (1 MiB there).
+        budget.set(HEADERS_BUDGET);
+        let next = entries.next();
+        budget.set(u64::MAX);
+        let Some(entry) = next else { break };
         let mut entry = entry.map_err(data_error)?;
         ex.entry(&mut entry, &data_error)?;
     }

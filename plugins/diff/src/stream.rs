@@ -113,11 +113,20 @@ pub(crate) struct ChunkReader {
     len: usize,
     pos: usize,
     done: bool,
+    /// Bytes that may still be read before an error; see [`ChunkReader::budget`].
+    budget: Rc<Cell<u64>>,
 }
 
 impl ChunkReader {
     pub(crate) fn new(rx: Receiver<Chunk>, recycle: Sender<Vec<u8>>) -> Self {
-        ChunkReader { rx, recycle, cur: Vec::new(), len: 0, pos: 0, done: false }
+        let budget = Rc::new(Cell::new(u64::MAX));
+        ChunkReader { rx, recycle, cur: Vec::new(), len: 0, pos: 0, done: false, budget }
+    }
+
+    /// A handle on the read budget: the tar reader keeps whole PAX and GNU long-name
+    /// headers in memory, so the caller bounds what one step of its iterator may read.
+    pub(crate) fn budget(&self) -> Rc<Cell<u64>> {
+        self.budget.clone()
     }
 }
 
@@ -143,7 +152,12 @@ impl Read for ChunkReader {
                 Err(_) => self.done = true,
             }
         }
-        let n = out.len().min(self.len - self.pos);
+        let budget = self.budget.get();
+        if budget == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "tar extension headers exceed 16 MiB"));
+        }
+        let n = out.len().min(self.len - self.pos).min(usize::try_from(budget).unwrap_or(usize::MAX));
+        self.budget.set(budget - n as u64);
         out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)

@@ -854,3 +854,18 @@ fn a_directory_listed_twice_takes_its_last_times_and_mode() {
     let m = fs::metadata(sb.target.join("d")).unwrap();
     assert_eq!((m.mtime(), m.mode() & 0o777), (200, 0o755));
 }
+
+#[test]
+fn oversized_extension_headers_are_refused() {
+    let sb = Sandbox::new();
+    let huge = vec![b'a'; 20 << 20];
+    let layer = TestTar::new().add(E::file("f", b"").pax("comment", &huge)).finish();
+    let err = sb.apply(&gzip(&layer), WhiteoutMode::Delete).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("16 MiB"), "{err}");
+    // Big file data is no header: fine.
+    let big = vec![7u8; 20 << 20];
+    let layer = TestTar::new().add(E::file("big", &big)).finish();
+    sb.apply(&layer, WhiteoutMode::Delete).unwrap();
+    assert_eq!(fs::metadata(sb.target.join("big")).unwrap().len(), 20 << 20);
+}
