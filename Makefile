@@ -14,7 +14,7 @@ RELEASE_BINS := target/release/berthd target/release/berthctl target/release/ber
 # foreign client of our API); busybox-static for the test images; skopeo and umoci to check
 # the image archives berthctl writes; docker-registry, apache2-utils (htpasswd), curl and
 # openssl for the registry tests.
-DEB_PACKAGES := containerd busybox-static skopeo umoci docker-registry apache2-utils curl openssl
+DEB_PACKAGES := libseccomp-dev pkg-config crun containerd busybox-static skopeo umoci docker-registry apache2-utils curl openssl
 
 # As root the test dependencies are installed, so integration tests must not skip.
 ifeq ($(shell id -u),0)
@@ -25,10 +25,10 @@ endif
 
 all: build
 
-build:
+build: deps
 	$(CARGO) build --workspace --bins
 
-release:
+release: deps
 	$(CARGO) build --release --bins
 
 run: release

@@ -33,6 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // No `XClient::connect(url)` helpers: every client dials a unix socket through its own
+        // connector, and the helper's name collides with berth.shim.v1.Task's Connect rpc.
+        .build_transport(false)
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         // Type names give every message `prost::Name`; events are packed into `Any` under their

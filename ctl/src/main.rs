@@ -13,7 +13,9 @@ use crate::client::DEFAULT_ADDRESS;
 use crate::commands::container::ContainerCommand;
 use crate::commands::content::ContentCommand;
 use crate::commands::image::ImageCommand;
+use crate::commands::run::RunArgs;
 use crate::commands::snapshots::SnapshotsArgs;
+use crate::commands::task::TaskCommand;
 use crate::commands::{leases::LeasesCommand, namespaces::NamespacesCommand, plugins::PluginsCommand};
 
 /// berthctl — drive the Berth container engine.
@@ -65,6 +67,11 @@ enum Command {
     Login(commands::image::login::LoginArgs),
     /// Forget the stored credentials of a registry.
     Logout(commands::image::login::LogoutArgs),
+    /// Create and start a container from an image (`--rm` removes it after it exits).
+    Run(Box<RunArgs>),
+    /// Manage tasks: the running processes of containers.
+    #[command(subcommand, visible_alias = "tasks")]
+    Task(TaskCommand),
     /// Run the garbage collector now and print what it freed.
     Gc,
     /// Stream events (filters such as `topic==/images/create`; any one may match).
@@ -100,6 +107,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshots(args) => commands::snapshots::run(&client, args).await,
         Command::Image(cmd) => commands::image::run(&client, cmd).await,
         Command::Container(cmd) => commands::container::run(&client, cmd).await,
+        Command::Run(args) => commands::run::exit_with(commands::run::run(&client, &cli.namespace, *args).await?),
+        Command::Task(cmd) => match commands::task::run(&client, cmd).await? {
+            0 => Ok(()),
+            code => commands::run::exit_with(code),
+        },
         Command::Login(a) => commands::image::login::login(&client, a).await,
         Command::Logout(a) => commands::image::login::logout(&client, a).await,
         Command::Gc => commands::gc::run(&client).await,

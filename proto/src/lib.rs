@@ -14,6 +14,13 @@ pub fn to_any<M: prost::Name>(msg: &M) -> prost_types::Any {
 
 /// berth.* packages: Berth-only additions to the API.
 pub mod berth {
+    /// berth.shim.*: the task API of berth-shim.
+    pub mod shim {
+        /// berth.shim.v1.
+        pub mod v1 {
+            tonic::include_proto!("berth.shim.v1");
+        }
+    }
     /// berth.services.*.
     pub mod services {
         /// berth.services.gc.v1.

@@ -26,6 +26,8 @@ pub const UNPACK: &str = "io.berth.unpack.v1";
 pub const SNAPSHOTTER: &str = "io.berth.snapshotter.v1";
 /// Plugin type of the differ (layer apply and diff).
 pub const DIFFER: &str = "io.berth.differ.v1";
+/// Plugin type of the runtime (shim manager).
+pub const RUNTIME: &str = "io.berth.runtime.v1";
 /// Plugin type of registry transfers (pull, push).
 pub const TRANSFER: &str = "io.berth.transfer.v1";
 
@@ -82,6 +84,20 @@ pub static PLUGINS: &[Registration] = &[
         requires: &[METADATA, EVENTS, GC],
         default_config: None,
         init: services::containers::init,
+    },
+    Registration {
+        plugin_type: RUNTIME,
+        id: "shim",
+        requires: &[EVENTS],
+        default_config: None,
+        init: services::tasks::init_runtime,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "tasks",
+        requires: &[METADATA, EVENTS, RUNTIME, SNAPSHOTTER],
+        default_config: None,
+        init: services::tasks::init,
     },
     Registration {
         plugin_type: GRPC,

@@ -8,7 +8,9 @@ pub mod image;
 pub mod leases;
 pub mod namespaces;
 pub mod plugins;
+pub mod run;
 pub mod snapshots;
+pub mod task;
 pub mod version;
 
 use std::collections::BTreeMap;

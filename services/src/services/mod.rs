@@ -10,6 +10,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod tasks;
 pub mod transfer;
 pub mod unpack;
 pub mod version;

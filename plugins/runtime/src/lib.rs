@@ -1,0 +1,245 @@
+//! The shim manager: one `berth-shim` per task, its bundle in `<state>/shims/<ns>/<id>/`
+//! (`config.json`, `rootfs/`, `shim.sock`, `address`, `shim.pid`, `shim.log`), a gRPC client
+//! to it, and a forwarder that publishes the events the shim queues (exits, OOMs) and
+//! acknowledges them so the shim can drop them. On start the manager reconnects to every
+//! shim left in the state directory and cleans up the bundles of dead ones.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_core::{identifiers, Error, Result};
+use berth_proto::berth::shim::v1::task_client::TaskClient;
+use berth_proto::berth::shim::v1::{AckEventsRequest, ConnectRequest, EventsRequest, ShutdownRequest};
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+/// Publishes an event: namespace, topic, timestamp, payload.
+pub type Publisher = Arc<dyn Fn(&str, &str, Option<prost_types::Timestamp>, prost_types::Any) + Send + Sync>;
+
+/// A running shim and its client.
+pub struct Shim {
+    /// Namespace of the task.
+    pub namespace: String,
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// The shim's pid.
+    pub pid: u32,
+    /// Client of the shim's task API.
+    pub client: TaskClient<Channel>,
+}
+
+/// Starts, tracks and reconnects shims.
+pub struct ShimManager {
+    shims_dir: PathBuf,
+    shim_binary: PathBuf,
+    publish: Publisher,
+    shims: Mutex<HashMap<(String, String), Arc<Shim>>>,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("{what}: {e}"))
+}
+
+async fn dial(socket: &Path) -> Result<Channel> {
+    let socket = socket.to_path_buf();
+    Endpoint::from_static("http://berth-shim")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let s = socket.clone();
+            async move { tokio::net::UnixStream::connect(s).await.map(TokioIo::new) }
+        }))
+        .await
+        .map_err(|e| Error::unavailable(format!("connect to shim: {e}")))
+}
+
+/// The `berth-shim` binary: beside the running executable, else on PATH.
+pub fn default_shim_binary() -> PathBuf {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+        let p = dir.join("berth-shim");
+        if p.is_file() {
+            return p;
+        }
+    }
+    PathBuf::from("berth-shim")
+}
+
+impl ShimManager {
+    /// A manager keeping bundles under `state/shims`.
+    pub fn new(state: &Path, shim_binary: PathBuf, publish: Publisher) -> ShimManager {
+        ShimManager { shims_dir: state.join("shims"), shim_binary, publish, shims: Mutex::new(HashMap::new()) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Shim>>> {
+        self.shims.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bundle directory of a task.
+    pub fn bundle(&self, ns: &str, id: &str) -> PathBuf {
+        self.shims_dir.join(ns).join(id)
+    }
+
+    /// The shim of task `id` in `ns`; NotFound if none.
+    pub fn get(&self, ns: &str, id: &str) -> Result<Arc<Shim>> {
+        self.map()
+            .get(&(ns.to_string(), id.to_string()))
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("task {id:?}")))
+    }
+
+    /// The shims of `ns`, ordered by id.
+    pub fn list(&self, ns: &str) -> Vec<Arc<Shim>> {
+        let mut v: Vec<_> = self.map().values().filter(|s| s.namespace == ns).cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Writes the bundle (`config.json` = `spec`) and starts a shim for it. AlreadyExists if
+    /// the task has one.
+    pub async fn start(&self, ns: &str, id: &str, spec: &[u8]) -> Result<Arc<Shim>> {
+        identifiers::validate(id)?;
+        let key = (ns.to_string(), id.to_string());
+        if self.map().contains_key(&key) {
+            return Err(Error::already_exists(format!("task {id:?}")));
+        }
+        let bundle = self.bundle(ns, id);
+        if bundle.exists() {
+            return Err(Error::already_exists(format!("task {id:?} (bundle {} exists)", bundle.display())));
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(spec)
+            .map_err(|e| Error::invalid_argument(format!("container spec is not JSON: {e}")))?;
+        // The shim mounts the rootfs at `<bundle>/rootfs`.
+        if let Some(root) = value.get_mut("root").and_then(|r| r.as_object_mut()) {
+            root.insert("path".into(), "rootfs".into());
+        } else if let Some(obj) = value.as_object_mut() {
+            obj.insert("root".into(), serde_json::json!({ "path": "rootfs" }));
+        }
+        std::fs::create_dir_all(&bundle).map_err(|e| internal("create bundle", e))?;
+        let result = async {
+            std::fs::write(bundle.join("config.json"), serde_json::to_vec(&value).unwrap_or_default())
+                .map_err(|e| internal("write config.json", e))?;
+            let out = tokio::process::Command::new(&self.shim_binary)
+                .arg("--namespace")
+                .arg(ns)
+                .arg("--id")
+                .arg(id)
+                .arg("--bundle")
+                .arg(&bundle)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .map_err(|e| internal(&format!("run {}", self.shim_binary.display()), e))?;
+            if !out.status.success() {
+                return Err(Error::internal(format!(
+                    "berth-shim failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            self.connect(ns, id, &bundle).await
+        }
+        .await;
+        match result {
+            Ok(shim) => Ok(shim),
+            Err(e) => {
+                self.kill_shim_of(&bundle);
+                let _ = std::fs::remove_dir_all(&bundle);
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self, ns: &str, id: &str, bundle: &Path) -> Result<Arc<Shim>> {
+        let channel = dial(&bundle.join("shim.sock")).await?;
+        let mut client = TaskClient::new(channel);
+        let resp = tokio::time::timeout(Duration::from_secs(5), client.connect(ConnectRequest { id: id.into() }))
+            .await
+            .map_err(|_| Error::unavailable("shim did not answer Connect"))?
+            .map_err(|s| Error::unavailable(format!("shim Connect: {}", s.message())))?
+            .into_inner();
+        let shim = Arc::new(Shim {
+            namespace: ns.into(),
+            id: id.into(),
+            bundle: bundle.to_path_buf(),
+            pid: resp.shim_pid,
+            client: client.clone(),
+        });
+        self.map().insert((ns.into(), id.into()), shim.clone());
+        self.forward_events(ns.to_string(), client);
+        Ok(shim)
+    }
+
+    fn forward_events(&self, ns: String, mut client: TaskClient<Channel>) {
+        let publish = self.publish.clone();
+        tokio::spawn(async move {
+            let Ok(resp) = client.events(EventsRequest {}).await else { return };
+            let mut stream = resp.into_inner();
+            while let Ok(Some(ev)) = stream.message().await {
+                if let Some(any) = ev.event {
+                    publish(&ns, &ev.topic, ev.timestamp, any);
+                }
+                let _ = client.ack_events(AckEventsRequest { seq: ev.seq }).await;
+            }
+        });
+    }
+
+    fn kill_shim_of(&self, bundle: &Path) {
+        let pid = std::fs::read_to_string(bundle.join("shim.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            // SAFETY: signalling the shim recorded in its own bundle.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = berth_mount::unmount_all(&bundle.join("rootfs"), libc::MNT_DETACH);
+    }
+
+    /// Stops a task's shim (after its Delete) and removes its bundle.
+    pub async fn remove(&self, ns: &str, id: &str) {
+        let shim = self.map().remove(&(ns.to_string(), id.to_string()));
+        let bundle = self.bundle(ns, id);
+        if let Some(shim) = shim {
+            let mut client = shim.client.clone();
+            let req = ShutdownRequest { id: id.into(), now: true };
+            if tokio::time::timeout(Duration::from_secs(5), client.shutdown(req)).await.is_err() {
+                self.kill_shim_of(&bundle);
+            }
+        }
+        let _ = berth_mount::unmount_all(&bundle.join("rootfs"), libc::MNT_DETACH);
+        if let Err(e) = std::fs::remove_dir_all(&bundle) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(bundle = %bundle.display(), error = %e, "cannot remove bundle");
+            }
+        }
+    }
+
+    /// Reconnects to the shims left in the state directory; removes the bundles of dead ones
+    /// and reports their tasks as exited (status 255, unknown).
+    pub async fn restore(&self) {
+        let Ok(namespaces) = std::fs::read_dir(&self.shims_dir) else { return };
+        for ns in namespaces.flatten() {
+            let ns_name = ns.file_name().to_string_lossy().to_string();
+            let Ok(tasks) = std::fs::read_dir(ns.path()) else { continue };
+            for t in tasks.flatten() {
+                let id = t.file_name().to_string_lossy().to_string();
+                let bundle = t.path();
+                match self.connect(&ns_name, &id, &bundle).await {
+                    Ok(_) => tracing::info!(namespace = %ns_name, task = %id, "reconnected to shim"),
+                    Err(e) => {
+                        tracing::warn!(namespace = %ns_name, task = %id, error = %e, "shim is gone; cleaning up");
+                        self.kill_shim_of(&bundle);
+                        let _ = std::fs::remove_dir_all(&bundle);
+                        let exit = berth_proto::containerd::events::TaskExit {
+                            container_id: id.clone(),
+                            id: id.clone(),
+                            pid: 0,
+                            exit_status: 255,
+                            exited_at: Some(std::time::SystemTime::now().into()),
+                        };
+                        (self.publish)(&ns_name, "/tasks/exit", None, berth_proto::to_any(&exit));
+                    }
+                }
+            }
+        }
+    }
+}

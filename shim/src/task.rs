@@ -1,0 +1,685 @@
+//! The `berth.shim.v1.Task` service: the container (built and run by youki's libcontainer),
+//! its init and exec processes with their exit status kept until Delete, the reaper, and the
+//! event queue berthd drains.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use berth_proto::berth::shim::v1::task_server::Task;
+use berth_proto::berth::shim::v1::*;
+use berth_proto::containerd::events::{TaskExit, TaskOom};
+use berth_proto::containerd::v1::types::{ProcessInfo, Status as ProcStatus};
+use libcgroups::common::{AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::error::LibcontainerError;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::stdio;
+
+type Exit = Option<(u32, SystemTime)>;
+
+/// One process: the init (exec id "") or an exec.
+struct Proc {
+    pid: u32,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    terminal: bool,
+    started: bool,
+    exit: watch::Sender<Exit>,
+    close_stdin: Option<oneshot::Sender<()>>,
+    /// Exec processes: the OCI process spec written for libcontainer.
+    spec_path: Option<PathBuf>,
+}
+
+impl Proc {
+    fn new(stdin: String, stdout: String, stderr: String, terminal: bool) -> Proc {
+        Proc {
+            pid: 0,
+            stdin,
+            stdout,
+            stderr,
+            terminal,
+            started: false,
+            exit: watch::channel(None).0,
+            close_stdin: None,
+            spec_path: None,
+        }
+    }
+    fn exited(&self) -> Exit {
+        *self.exit.borrow()
+    }
+    fn status(&self, paused: bool) -> ProcStatus {
+        match (self.exited(), self.started) {
+            (Some(_), _) => ProcStatus::Stopped,
+            (None, false) => ProcStatus::Created,
+            (None, true) if paused => ProcStatus::Paused,
+            (None, true) => ProcStatus::Running,
+        }
+    }
+}
+
+struct Inner {
+    id: String,
+    bundle: PathBuf,
+    container: Option<Container>,
+    cgroup_path: PathBuf,
+    init: Option<Proc>,
+    execs: HashMap<String, Proc>,
+    /// Exits reaped before their pid was known.
+    unclaimed: HashMap<u32, u32>,
+    paused: bool,
+    rootfs_mounted: bool,
+    events: VecDeque<Event>,
+    seq: u64,
+    subscribers: Vec<mpsc::UnboundedSender<Result<Event, Status>>>,
+}
+
+/// The shim's task service.
+#[derive(Clone)]
+pub struct TaskService {
+    inner: Arc<Mutex<Inner>>,
+    shutdown: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+}
+
+fn to_status(e: LibcontainerError) -> Status {
+    match e {
+        LibcontainerError::Exist => Status::already_exists(e.to_string()),
+        LibcontainerError::IncorrectStatus(_) => Status::failed_precondition(e.to_string()),
+        LibcontainerError::InvalidInput(_)
+        | LibcontainerError::InvalidID(_)
+        | LibcontainerError::MissingSpec(_)
+        | LibcontainerError::InvalidSpec(_)
+        | LibcontainerError::Spec(_) => Status::invalid_argument(format!("{e}: {}", source_chain(&e))),
+        other => Status::internal(format!("{other}: {}", source_chain(&other))),
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+fn io_status(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{what}: {e}"))
+}
+
+fn not_found(what: &str) -> Status {
+    Status::not_found(format!("{what}: not found"))
+}
+
+/// Exit status as a shell reports it: the code, or 128 + the signal.
+fn exit_code(status: i32) -> u32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status) as u32
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status) as u32
+    } else {
+        255
+    }
+}
+
+/// Lowers nothing: a negative oomScoreAdj below ours is dropped (root may not lower it on
+/// these machines), as containerd's restrict_oom_score_adj does.
+fn restrict_oom_score_adj(bundle: &Path) -> Result<(), Status> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| io_status("read config.json", e))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| Status::invalid_argument(format!("config.json: {e}")))?;
+    let ours: i64 =
+        std::fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let Some(process) = spec.get_mut("process").and_then(|p| p.as_object_mut()) else { return Ok(()) };
+    if process.get("oomScoreAdj").and_then(|v| v.as_i64()).is_some_and(|v| v < ours) {
+        process.insert("oomScoreAdj".into(), ours.into());
+        let data = serde_json::to_vec(&spec).map_err(|e| io_status("encode config.json", e))?;
+        std::fs::write(&path, data).map_err(|e| io_status("write config.json", e))?;
+    }
+    Ok(())
+}
+
+/// Whether the memory controller of `cgroup` counted an OOM kill (v1 and v2).
+fn oom_killed(cgroup: &Path) -> bool {
+    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+    ];
+    candidates.iter().filter_map(|p| std::fs::read_to_string(p).ok()).any(|text| {
+        text.lines().any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0) > 0)
+    })
+}
+
+impl Inner {
+    fn root(&self) -> PathBuf {
+        self.bundle.join("runtime")
+    }
+
+    fn queue<M: prost::Name>(&mut self, topic: &str, msg: &M) {
+        self.seq += 1;
+        let ev = Event {
+            seq: self.seq,
+            topic: topic.into(),
+            timestamp: Some(SystemTime::now().into()),
+            event: Some(berth_proto::to_any(msg)),
+        };
+        self.subscribers.retain(|s| s.send(Ok(ev.clone())).is_ok());
+        self.events.push_back(ev);
+    }
+
+    fn proc_mut(&mut self, exec_id: &str) -> Result<&mut Proc, Status> {
+        if exec_id.is_empty() {
+            self.init.as_mut().ok_or_else(|| not_found("container not created"))
+        } else {
+            self.execs.get_mut(exec_id).ok_or_else(|| not_found(&format!("exec {exec_id:?}")))
+        }
+    }
+
+    fn cgroup_manager(&self) -> Result<AnyCgroupManager, Status> {
+        libcgroups::common::create_cgroup_manager(CgroupConfig {
+            cgroup_path: self.cgroup_path.clone(),
+            systemd_cgroup: false,
+            container_name: self.id.clone(),
+        })
+        .map_err(|e| io_status("cgroup", e))
+    }
+
+    fn record_exit(&mut self, pid: u32, code: u32) {
+        let now = SystemTime::now();
+        let id = self.id.clone();
+        if self.init.as_ref().is_some_and(|p| p.pid == pid && p.exited().is_none()) {
+            if oom_killed(&self.cgroup_path) {
+                self.queue("/tasks/oom", &TaskOom { container_id: id.clone() });
+            }
+            if let Some(p) = self.init.as_mut() {
+                p.exit.send_replace(Some((code, now)));
+                p.close_stdin.take();
+            }
+            self.paused = false;
+            self.queue(
+                "/tasks/exit",
+                &TaskExit {
+                    container_id: id.clone(),
+                    id: id.clone(),
+                    pid,
+                    exit_status: code,
+                    exited_at: Some(now.into()),
+                },
+            );
+            return;
+        }
+        let exec = self.execs.iter_mut().find(|(_, p)| p.pid == pid && p.exited().is_none()).map(|(k, p)| {
+            p.exit.send_replace(Some((code, now)));
+            p.close_stdin.take();
+            k.clone()
+        });
+        match exec {
+            Some(exec_id) => self.queue(
+                "/tasks/exit",
+                &TaskExit { container_id: id, id: exec_id, pid, exit_status: code, exited_at: Some(now.into()) },
+            ),
+            None => {
+                self.unclaimed.insert(pid, code);
+            }
+        }
+    }
+
+    /// Applies an exit reaped before the process's pid was recorded.
+    fn claim(&mut self, pid: u32) {
+        if let Some(code) = self.unclaimed.remove(&pid) {
+            self.record_exit(pid, code);
+        }
+    }
+
+    fn unmount_rootfs(&mut self) {
+        if self.rootfs_mounted {
+            let rootfs = self.bundle.join("rootfs");
+            if let Err(e) = berth_mount::unmount_all(&rootfs, libc::MNT_DETACH) {
+                eprintln!("berth-shim: unmount {}: {e}", rootfs.display());
+            }
+            self.rootfs_mounted = false;
+        }
+    }
+}
+
+impl TaskService {
+    /// A service for container `id` of namespace `_ns` with its bundle at `bundle`, and the
+    /// future that resolves when Shutdown asks the server to stop.
+    pub fn new(_ns: String, id: String, bundle: PathBuf) -> (TaskService, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let inner = Inner {
+            id,
+            bundle,
+            container: None,
+            cgroup_path: PathBuf::new(),
+            init: None,
+            execs: HashMap::new(),
+            unclaimed: HashMap::new(),
+            paused: false,
+            rootfs_mounted: false,
+            events: VecDeque::new(),
+            seq: 0,
+            subscribers: Vec::new(),
+        };
+        (TaskService { inner: Arc::new(Mutex::new(inner)), shutdown: Arc::new(Mutex::new(Some(tx))) }, rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reaps every child on SIGCHLD and records the exits.
+    pub fn start_reaper(&self) {
+        let svc = self.clone();
+        let mut sig = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("berth-shim: SIGCHLD handler: {e}");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                svc.reap();
+                if sig.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn reap(&self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            self.lock().record_exit(pid as u32, exit_code(status));
+        }
+    }
+
+    fn check_id(&self, id: &str) -> Result<(), Status> {
+        let inner = self.lock();
+        if !id.is_empty() && id != inner.id {
+            return Err(not_found(&format!("container {id:?}")));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Task for TaskService {
+    async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let mut inner = self.lock();
+        let (id, bundle, paused) = (inner.id.clone(), inner.bundle.display().to_string(), inner.paused);
+        let p = inner.proc_mut(&req.exec_id)?;
+        let exit = p.exited();
+        Ok(Response::new(StateResponse {
+            id,
+            bundle,
+            pid: p.pid,
+            status: p.status(paused) as i32,
+            stdin: p.stdin.clone(),
+            stdout: p.stdout.clone(),
+            stderr: p.stderr.clone(),
+            terminal: p.terminal,
+            exit_status: exit.map_or(0, |e| e.0),
+            exited_at: exit.map(|e| e.1.into()),
+            exec_id: req.exec_id,
+        }))
+    }
+
+    async fn create(&self, req: Request<CreateTaskRequest>) -> Result<Response<CreateTaskResponse>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        if req.terminal {
+            return Err(Status::unimplemented("terminal processes are not supported by berth-shim yet"));
+        }
+        let mut inner = self.lock();
+        if inner.init.is_some() {
+            return Err(Status::already_exists(format!("task {:?}", inner.id)));
+        }
+        let bundle = inner.bundle.clone();
+        if !req.rootfs.is_empty() {
+            let mounts: Vec<berth_mount::Mount> = req
+                .rootfs
+                .iter()
+                .map(|m| berth_mount::Mount {
+                    kind: m.r#type.clone(),
+                    source: m.source.clone(),
+                    target: m.target.clone(),
+                    options: m.options.clone(),
+                })
+                .collect();
+            let rootfs = bundle.join("rootfs");
+            std::fs::create_dir_all(&rootfs).map_err(|e| io_status("create rootfs", e))?;
+            berth_mount::mount_all(&mounts, &rootfs).map_err(|e| io_status("mount rootfs", e))?;
+            inner.rootfs_mounted = true;
+        }
+        let built = (|| {
+            restrict_oom_score_adj(&bundle)?;
+            let io = stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?;
+            let container = ContainerBuilder::new(inner.id.clone(), SyscallType::Linux)
+                .with_root_path(inner.root())
+                .map_err(to_status)?
+                .with_stdin(io.stdin)
+                .with_stdout(io.stdout)
+                .with_stderr(io.stderr)
+                .as_init(&bundle)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+                .map_err(to_status)?;
+            Ok::<_, Status>((container, io.close_stdin))
+        })();
+        let (container, close_stdin) = match built {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(inner.root().join(&inner.id));
+                inner.unmount_rootfs();
+                return Err(e);
+            }
+        };
+        let pid = container.pid().map_or(0, |p| p.as_raw() as u32);
+        inner.cgroup_path = container.spec().map(|c| c.cgroup_path).unwrap_or_default();
+        let mut p = Proc::new(req.stdin, req.stdout, req.stderr, false);
+        p.pid = pid;
+        p.close_stdin = close_stdin;
+        inner.init = Some(p);
+        inner.container = Some(container);
+        inner.claim(pid);
+        Ok(Response::new(CreateTaskResponse { pid }))
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let mut inner = self.lock();
+        if req.exec_id.is_empty() {
+            let pid = {
+                let p = inner.proc_mut("")?;
+                if p.started {
+                    return Err(Status::failed_precondition("task already started"));
+                }
+                p.pid
+            };
+            let c = inner.container.as_mut().ok_or_else(|| not_found("container"))?;
+            c.start().map_err(to_status)?;
+            inner.proc_mut("")?.started = true;
+            return Ok(Response::new(StartResponse { pid }));
+        }
+        if inner.init.as_ref().is_none_or(|p| p.exited().is_some() || !p.started) {
+            return Err(Status::failed_precondition("cannot start an exec: the task is not running"));
+        }
+        let (root, id) = (inner.root(), inner.id.clone());
+        let p = inner.proc_mut(&req.exec_id)?;
+        if p.started {
+            return Err(Status::failed_precondition(format!("exec {:?} already started", req.exec_id)));
+        }
+        let io = stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?;
+        let spec_path = p.spec_path.clone();
+        let pid = ContainerBuilder::new(id, SyscallType::Linux)
+            .with_root_path(root)
+            .map_err(to_status)?
+            .with_stdin(io.stdin)
+            .with_stdout(io.stdout)
+            .with_stderr(io.stderr)
+            .as_tenant()
+            .with_process(spec_path)
+            .with_detach(true)
+            .build()
+            .map_err(to_status)?
+            .as_raw() as u32;
+        p.pid = pid;
+        p.started = true;
+        p.close_stdin = io.close_stdin;
+        inner.claim(pid);
+        Ok(Response::new(StartResponse { pid }))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let mut inner = self.lock();
+        if !req.exec_id.is_empty() {
+            let p = inner.proc_mut(&req.exec_id)?;
+            if p.started && p.exited().is_none() {
+                return Err(Status::failed_precondition(format!("exec {:?} is still running", req.exec_id)));
+            }
+            let exit = p.exited();
+            let (pid, spec_path) = (p.pid, p.spec_path.clone());
+            inner.execs.remove(&req.exec_id);
+            if let Some(path) = spec_path {
+                let _ = std::fs::remove_file(path);
+            }
+            return Ok(Response::new(DeleteResponse {
+                pid,
+                exit_status: exit.map_or(0, |e| e.0),
+                exited_at: exit.map(|e| e.1.into()),
+            }));
+        }
+        let p = inner.proc_mut("")?;
+        if p.started && p.exited().is_none() {
+            return Err(Status::failed_precondition("task is still running: kill it first"));
+        }
+        let (pid, exit) = (p.pid, p.exited());
+        if let Some(mut c) = inner.container.take() {
+            // Kills a created-but-never-started init and removes cgroups and state.
+            if let Err(e) = c.delete(true) {
+                eprintln!("berth-shim: delete container: {e}");
+            }
+        }
+        inner.unmount_rootfs();
+        inner.execs.clear();
+        inner.init = None;
+        Ok(Response::new(DeleteResponse {
+            pid,
+            exit_status: exit.map_or(0, |e| e.0),
+            exited_at: exit.map(|e| e.1.into()),
+        }))
+    }
+
+    async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {
+        self.check_id(&req.get_ref().id)?;
+        let inner = self.lock();
+        let pids = inner.cgroup_manager()?.get_all_pids().map_err(|e| io_status("cgroup pids", e))?;
+        let processes = pids.into_iter().map(|p| ProcessInfo { pid: p.as_raw() as u32, info: None }).collect();
+        Ok(Response::new(PidsResponse { processes }))
+    }
+
+    async fn pause(&self, req: Request<PauseRequest>) -> Result<Response<()>, Status> {
+        self.check_id(&req.get_ref().id)?;
+        let mut inner = self.lock();
+        inner.container.as_mut().ok_or_else(|| not_found("container"))?.pause().map_err(to_status)?;
+        inner.paused = true;
+        Ok(Response::new(()))
+    }
+
+    async fn resume(&self, req: Request<ResumeRequest>) -> Result<Response<()>, Status> {
+        self.check_id(&req.get_ref().id)?;
+        let mut inner = self.lock();
+        inner.container.as_mut().ok_or_else(|| not_found("container"))?.resume().map_err(to_status)?;
+        inner.paused = false;
+        Ok(Response::new(()))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let mut inner = self.lock();
+        let signal = Signal::try_from(req.signal as i32)
+            .map_err(|e| Status::invalid_argument(format!("signal {}: {e}", req.signal)))?;
+        let p = inner.proc_mut(&req.exec_id)?;
+        if p.exited().is_some() {
+            return Err(not_found("process already finished"));
+        }
+        if !req.exec_id.is_empty() {
+            if !p.started {
+                return Err(Status::failed_precondition("exec not started"));
+            }
+            // SAFETY: signalling a process of ours by pid.
+            if unsafe { libc::kill(p.pid as i32, req.signal as i32) } != 0 {
+                return Err(io_status("kill", std::io::Error::last_os_error()));
+            }
+            return Ok(Response::new(()));
+        }
+        let c = inner.container.as_mut().ok_or_else(|| not_found("container"))?;
+        c.kill(signal, req.all).map_err(to_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let mut inner = self.lock();
+        if req.exec_id.is_empty() || req.exec_id.contains('/') {
+            return Err(Status::invalid_argument(format!("exec id {:?} is invalid", req.exec_id)));
+        }
+        if req.terminal {
+            return Err(Status::unimplemented("terminal processes are not supported by berth-shim yet"));
+        }
+        if inner.execs.contains_key(&req.exec_id) {
+            return Err(Status::already_exists(format!("exec {:?}", req.exec_id)));
+        }
+        if inner.init.as_ref().is_none_or(|p| p.exited().is_some()) {
+            return Err(Status::failed_precondition("cannot exec in a stopped task"));
+        }
+        let spec = req.spec.ok_or_else(|| Status::invalid_argument("exec spec must be set"))?;
+        let process: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
+            .map_err(|e| Status::invalid_argument(format!("exec spec is not an OCI process: {e}")))?;
+        let path = inner.bundle.join(format!("exec-{}.json", req.exec_id));
+        std::fs::write(&path, serde_json::to_vec(&process).map_err(|e| io_status("encode", e))?)
+            .map_err(|e| io_status("write exec spec", e))?;
+        let mut p = Proc::new(req.stdin, req.stdout, req.stderr, false);
+        p.spec_path = Some(path);
+        inner.execs.insert(req.exec_id, p);
+        Ok(Response::new(()))
+    }
+
+    async fn resize_pty(&self, _req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("terminal processes are not supported by berth-shim yet"))
+    }
+
+    async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let mut inner = self.lock();
+        let p = inner.proc_mut(&req.exec_id)?;
+        if req.stdin {
+            if let Some(tx) = p.close_stdin.take() {
+                let _ = tx.send(());
+            }
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let any = req.resources.ok_or_else(|| Status::invalid_argument("resources must be set"))?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| Status::invalid_argument(format!("resources are not OCI LinuxResources: {e}")))?;
+        let inner = self.lock();
+        let opt = ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        };
+        inner.cgroup_manager()?.apply(&opt).map_err(|e| io_status("cgroup update", e))?;
+        Ok(Response::new(()))
+    }
+
+    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let mut rx = self.lock().proc_mut(&req.exec_id)?.exit.subscribe();
+        let exit = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .map_err(|_| Status::aborted("process deleted"))?
+            .unwrap_or((0, SystemTime::now()));
+        Ok(Response::new(WaitResponse { exit_status: exit.0, exited_at: Some(exit.1.into()) }))
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        self.check_id(&req.get_ref().id)?;
+        let inner = self.lock();
+        let stats = inner.cgroup_manager()?.stats().map_err(|e| io_status("cgroup stats", e))?;
+        let value = serde_json::to_vec(&stats).map_err(|e| io_status("encode stats", e))?;
+        Ok(Response::new(StatsResponse {
+            stats: Some(prost_types::Any { type_url: "berth.types/cgroups.Stats+json".into(), value }),
+        }))
+    }
+
+    async fn connect(&self, req: Request<ConnectRequest>) -> Result<Response<ConnectResponse>, Status> {
+        self.check_id(&req.get_ref().id)?;
+        let inner = self.lock();
+        Ok(Response::new(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid: inner.init.as_ref().map_or(0, |p| p.pid),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        {
+            let inner = self.lock();
+            if !req.now && inner.init.is_some() {
+                return Err(Status::failed_precondition("the task still exists: delete it first"));
+            }
+        }
+        if req.now {
+            let mut inner = self.lock();
+            if let Some(mut c) = inner.container.take() {
+                let _ = c.delete(true);
+            }
+            inner.unmount_rootfs();
+        }
+        if let Some(tx) = self.shutdown.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            // Let this response go out first.
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let _ = tx.send(());
+            });
+        }
+        Ok(Response::new(()))
+    }
+
+    type EventsStream = UnboundedReceiverStream<Result<Event, Status>>;
+
+    async fn events(&self, _req: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.lock();
+        for ev in &inner.events {
+            let _ = tx.send(Ok(ev.clone()));
+        }
+        inner.subscribers.push(tx);
+        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn ack_events(&self, req: Request<AckEventsRequest>) -> Result<Response<()>, Status> {
+        let seq = req.into_inner().seq;
+        let mut inner = self.lock();
+        while inner.events.front().is_some_and(|e| e.seq <= seq) {
+            inner.events.pop_front();
+        }
+        Ok(Response::new(()))
+    }
+}
