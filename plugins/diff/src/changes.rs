@@ -25,6 +25,10 @@ use crate::hashing::HashingWriter;
 use crate::root::show;
 use crate::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 
+/// Deepest directory nesting written: the walk recurses, and a container may nest
+/// directories without bound.
+const MAX_DEPTH: usize = 1024;
+
 /// How to write a layer.
 #[derive(Debug, Clone)]
 pub struct DiffOptions {
@@ -389,6 +393,12 @@ impl<W: Write> LayerWriter<W> {
         walk: impl FnOnce(&mut Self) -> Result<()>,
     ) -> Result<()> {
         let path = self.child(name);
+        if self.parents.len() >= MAX_DEPTH {
+            return Err(Error::failed_precondition(format!(
+                "{:?} is more than {MAX_DEPTH} directories deep",
+                show(&path)
+            )));
+        }
         self.parents.push(Parent { path: path.clone(), info, written: false });
         if write {
             self.write_parents()?;

@@ -869,3 +869,18 @@ fn oversized_extension_headers_are_refused() {
     sb.apply(&layer, WhiteoutMode::Delete).unwrap();
     assert_eq!(fs::metadata(sb.target.join("big")).unwrap().len(), 20 << 20);
 }
+
+#[test]
+fn diff_refuses_trees_nested_too_deep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lower, upper) = (tmp.path().join("l"), tmp.path().join("u"));
+    fs::create_dir(&lower).unwrap();
+    let mut deep = upper.clone();
+    for _ in 0..1100 {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    let opts = DiffOptions { compression: Compression::None, source_date_epoch: None };
+    let err = diff(&lower, &upper, std::io::sink(), &opts).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+}
