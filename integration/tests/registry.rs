@@ -334,3 +334,61 @@ fn bad_manifests_missing_images_and_media_types_are_clear_errors() {
     assert!(blobs(&d).is_empty(), "{:?}", blobs(&d));
     assert!(!image_names(&d).contains(&host));
 }
+
+#[test]
+fn multi_platform_index_platform_choice_and_cross_repository_mount() {
+    let Some(set) = test_images() else { return };
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let img = set.get("multiarch");
+    let (name, pushed) = push(&d, set, &reg.host, "multiarch", "berth/multiarch");
+    assert_eq!(pushed, img.target.digest, "the whole index is pushed");
+    // The same image to another repository: blobs are mounted, not uploaded.
+    let other = format!("{}/elsewhere/multiarch:v1", reg.host);
+    d.berthctl(&["image", "tag", &name, &other]).ok();
+    let r = d.berthctl(&["image", "push", &other]);
+    assert!(r.stdout.contains("mounted"), "{}", r.stdout);
+    let host = img.host();
+    let foreign = img.platforms.iter().find(|p| p.platform != host.platform).expect("foreign platform");
+
+    // Default: the host's manifest only.
+    d.berthctl(&["image", "rm", "--sync", &name, &other]).ok();
+    let r = d.berthctl(&["image", "pull", &name]);
+    check_pulled(&d, img, &name, &r);
+    let visible = blobs(&d);
+    assert!(visible.contains(&host.config.digest));
+    assert!(!visible.contains(&foreign.config.digest), "{visible:?}");
+
+    // --platform picks the other one (not unpacked here: its layers are for another CPU).
+    d.berthctl(&["image", "rm", "--sync", &name]).ok();
+    d.berthctl(&["image", "pull", "--no-unpack", "--platform", &foreign.platform, &name]).ok();
+    let visible = blobs(&d);
+    assert!(visible.contains(&foreign.config.digest) && !visible.contains(&host.config.digest), "{visible:?}");
+
+    // --all-platforms: everything.
+    d.berthctl(&["image", "rm", "--sync", &name]).ok();
+    let r = d.berthctl(&["image", "pull", "--all-platforms", &name]);
+    assert_eq!(printed_digest(&r), img.target.digest);
+    let visible = blobs(&d);
+    for b in img.all_blobs() {
+        assert!(visible.contains(&b.digest), "{} missing: {visible:?}", b.digest);
+    }
+}
+
+#[test]
+fn ctr_pulls_from_the_registry_into_berthd() {
+    let Some(set) = test_images() else { return };
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let img = set.get("multilayer");
+    let (name, _) = push(&d, set, &reg.host, "multilayer", "berth/multilayer");
+    d.berthctl(&["image", "rm", "--sync", &name]).ok();
+    let Some(r) = d.ctr(&["images", "pull", "--plain-http", &name]) else { return };
+    r.ok();
+    let ls = d.ctr(&["images", "ls", "-q"]).expect("ctr").ok().to_string();
+    assert!(ls.contains(&name), "{ls}");
+    let out = d.berthctl(&["image", "ls"]).ok().to_string();
+    assert!(out.contains(&name) && out.contains(&img.target.digest[7..19]), "{out}");
+    // ctr unpacked it through our diff and snapshots services.
+    assert_eq!(committed(&d).len(), img.host().layers.len());
+}

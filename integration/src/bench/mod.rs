@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod image;
+pub mod pull;
 
 use std::time::{Duration, Instant};
 

@@ -7,5 +7,6 @@ fn main() {
     let mut report = Report::default();
     bench::daemon::run(&mut report);
     bench::image::run(&mut report);
+    bench::pull::run(&mut report);
     report.print();
 }

@@ -31,7 +31,7 @@ pub use auth::{CredentialSources, Credentials};
 pub use client::RegistryClient;
 pub use config::{DistributionConfig, RegistryHostConfig};
 pub use progress::{Event, Progress, Status};
-pub use pull::Pulled;
+pub use pull::{PullNotify, Pulled};
 
 /// Label prefix naming the repositories of a registry that hold a blob.
 pub const SOURCE_LABEL_PREFIX: &str = "containerd.io/distribution.source.";

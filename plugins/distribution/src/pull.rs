@@ -41,6 +41,14 @@ pub struct Pulled {
     pub manifests: Vec<(Descriptor, Option<Platform>, Manifest)>,
 }
 
+/// Who hears about a pull while it runs (to unpack layers as they arrive).
+pub struct PullNotify {
+    /// The manifests chosen, sent once their configs are committed and before any layer.
+    pub resolved: std::sync::mpsc::Sender<Vec<(Descriptor, Option<Platform>, Manifest)>>,
+    /// Each layer blob once the namespace can see it (fetched or already there).
+    pub committed: std::sync::mpsc::Sender<Digest>,
+}
+
 /// What one pull works with.
 pub(crate) struct PullJob {
     pub ns: String,
@@ -49,6 +57,7 @@ pub(crate) struct PullJob {
     pub registry: String,
     pub endpoints: Vec<Endpoint>,
     pub progress: Progress,
+    pub committed: Option<std::sync::mpsc::Sender<Digest>>,
 }
 
 /// Whether a layer is non-distributable (foreign): not fetched, as Docker does.
@@ -107,6 +116,7 @@ impl Distribution {
         platforms: &PlatformChoice,
         lease: &str,
         progress: Progress,
+        notify: Option<PullNotify>,
     ) -> Result<Pulled> {
         let r = Reference::parse(reference)?;
         let name = r.name();
@@ -124,6 +134,7 @@ impl Distribution {
             registry: r.domain.clone(),
             endpoints: self.usable_endpoints(&r.domain).await?,
             progress,
+            committed: notify.as_ref().map(|n| n.committed.clone()),
         };
         let job = Arc::new(job);
         let tag_or_digest = match (&r.digest, &r.tag) {
@@ -215,7 +226,20 @@ impl Distribution {
             job.progress.blob(&b.digest, &b.media_type, Status::Waiting, 0, b.size.max(0) as u64);
         }
         let limit = Arc::new(Semaphore::new(self.client.config().max_concurrent_downloads.max(1)));
+        // Configs first: a pipelined unpack needs them before the first layer.
+        let configs: Vec<Descriptor> = blobs.iter().filter(|b| is_image_config(&b.media_type)).cloned().collect();
         let mut set = JoinSet::new();
+        for b in configs {
+            let (this, job) = (self.clone(), job.clone());
+            set.spawn(async move { this.fetch_blob(&job, &b).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r.map_err(|e| Error::internal(format!("download task: {e}")))??;
+        }
+        if let Some(n) = notify {
+            let _ = n.resolved.send(manifests.clone());
+        }
+        let blobs: Vec<Descriptor> = blobs.into_iter().filter(|b| !is_image_config(&b.media_type)).collect();
         for b in blobs {
             let (this, job, limit) = (self.clone(), job.clone(), limit.clone());
             set.spawn(async move {
@@ -434,6 +458,9 @@ impl Distribution {
             Ok(w) => w,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 p.blob(&desc.digest, &desc.media_type, Status::Exists, size, size);
+                if let Some(c) = &job.committed {
+                    let _ = c.send(digest);
+                }
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -486,7 +513,13 @@ impl Distribution {
             }
             Err(e) => return Err(e),
         }
-        p.blob(&desc.digest, &desc.media_type, Status::Done, size, size);
+        // A layer goes on to the pipelined unpacker, which reports it done.
+        let next =
+            if job.committed.is_some() && is_layer(&desc.media_type) { Status::Extracting } else { Status::Done };
+        p.blob(&desc.digest, &desc.media_type, next, size, size);
+        if let Some(c) = &job.committed {
+            let _ = c.send(digest);
+        }
         Ok(())
     }
 

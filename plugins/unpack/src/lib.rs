@@ -165,6 +165,40 @@ impl Unpacker {
     ) -> Result<UnpackOutcome> {
         let start = Instant::now();
         let (manifest, config) = self.resolve(ns, target, platform)?;
+        self.unpack_resolved(ns, name, &manifest, &config, sn, lease, None, start)
+    }
+
+    /// Unpacks `manifest` while its layer blobs are still arriving (a pull): each layer is
+    /// extracted once its digest comes out of `arrived` (sent after the blob is committed,
+    /// in any order); the config must be readable already. Fails if `arrived` closes before
+    /// every missing layer came.
+    #[allow(clippy::too_many_arguments)]
+    pub fn unpack_pipelined(
+        &self,
+        ns: &str,
+        name: &str,
+        manifest: &Manifest,
+        config: &ImageConfig,
+        sn: &dyn Snapshotter,
+        lease: Option<&str>,
+        arrived: std::sync::mpsc::Receiver<Digest>,
+    ) -> Result<UnpackOutcome> {
+        let arrivals = Mutex::new(Arrivals { rx: arrived, seen: Vec::new() });
+        self.unpack_resolved(ns, name, manifest, config, sn, lease, Some(&arrivals), Instant::now())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn unpack_resolved(
+        &self,
+        ns: &str,
+        name: &str,
+        manifest: &Manifest,
+        config: &ImageConfig,
+        sn: &dyn Snapshotter,
+        lease: Option<&str>,
+        arrivals: Option<&Mutex<Arrivals>>,
+        start: Instant,
+    ) -> Result<UnpackOutcome> {
         let diff_ids = config.diff_ids()?;
         if diff_ids.len() != manifest.layers.len() {
             return Err(Error::invalid_argument(format!(
@@ -210,9 +244,9 @@ impl Unpacker {
         if !missing.is_empty() {
             let parent = if present == 0 { String::new() } else { jobs[present - 1].chain_id.to_string() };
             match sn.prepare_staged() {
-                Ok(first) => self.unpack_staged(ns, sn, missing, first, parent, &opts)?,
+                Ok(first) => self.unpack_staged(ns, sn, missing, first, parent, &opts, arrivals)?,
                 Err(e) if e.kind() == berth_core::ErrorKind::NotImplemented => {
-                    self.unpack_sequential(ns, sn, missing, parent, &opts)?
+                    self.unpack_sequential(ns, sn, missing, parent, &opts, arrivals)?
                 }
                 Err(e) => return Err(e),
             }
@@ -258,6 +292,7 @@ impl Unpacker {
     }
 
     /// Extracts every missing layer at once into staged directories, then commits in order.
+    #[allow(clippy::too_many_arguments)]
     fn unpack_staged(
         &self,
         ns: &str,
@@ -266,28 +301,51 @@ impl Unpacker {
         first: StagedLayer,
         mut parent: String,
         opts: &CreateOptions,
+        arrivals: Option<&Mutex<Arrivals>>,
     ) -> Result<()> {
         let mut staged = vec![first];
         for _ in 1..missing.len() {
             staged.push(sn.prepare_staged()?);
         }
-        // Largest layers first so the pool stays busy to the end.
+        // Largest layers first so the pool stays busy to the end (or, while a pull is still
+        // fetching, in the order the blobs arrive).
         let mut order: Vec<usize> = (0..missing.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(missing[i].blob.size));
         let queue = Mutex::new(order.into_iter());
+        let taken: Mutex<Vec<bool>> = Mutex::new(vec![false; missing.len()]);
+        let next_job = || -> Option<usize> {
+            let Some(a) = arrivals else { return queue.lock().unwrap_or_else(|p| p.into_inner()).next() };
+            let mut a = a.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
+                if taken.iter().all(|t| *t) {
+                    return None;
+                }
+                if let Some(i) = (0..missing.len()).find(|&i| !taken[i] && a.seen.contains(&missing[i].digest)) {
+                    taken[i] = true;
+                    return Some(i);
+                }
+                drop(taken);
+                a.recv()?;
+            }
+        };
         let results: Mutex<Vec<Option<Result<()>>>> = Mutex::new((0..missing.len()).map(|_| None).collect());
         thread::scope(|s| {
             for _ in 0..self.parallelism.min(missing.len()) {
                 s.spawn(|| loop {
-                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                    let Some(i) = next else { return };
+                    let Some(i) = next_job() else { return };
                     let r = self.apply_one(ns, &missing[i], staged[i].dir(), WhiteoutMode::Overlay);
                     results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                 });
             }
         });
         for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            r.unwrap_or_else(|| Err(Error::internal("layer extraction did not run")))?;
+            r.unwrap_or_else(|| {
+                Err(match arrivals {
+                    Some(_) => Error::unavailable("the pull ended before every layer arrived"),
+                    None => Error::internal("layer extraction did not run"),
+                })
+            })?;
         }
         if let Some(s) = staged.first() {
             syncfs(s.dir())?;
@@ -312,8 +370,15 @@ impl Unpacker {
         missing: &[LayerJob],
         mut parent: String,
         opts: &CreateOptions,
+        arrivals: Option<&Mutex<Arrivals>>,
     ) -> Result<()> {
         for job in missing {
+            if let Some(a) = arrivals {
+                let mut a = a.lock().unwrap_or_else(|p| p.into_inner());
+                while !a.seen.contains(&job.digest) {
+                    a.recv().ok_or_else(|| Error::unavailable("the pull ended before every layer arrived"))?;
+                }
+            }
             let name = job.chain_id.to_string();
             let key = format!("extract-{}-{name}", uuid::Uuid::new_v4().simple());
             let mounts = sn.prepare(ns, &key, &parent, opts)?;
@@ -341,6 +406,21 @@ impl Unpacker {
             parent = name;
         }
         Ok(())
+    }
+}
+
+/// Layer blobs committed so far by a pull that is still running.
+struct Arrivals {
+    rx: std::sync::mpsc::Receiver<Digest>,
+    seen: Vec<Digest>,
+}
+
+impl Arrivals {
+    /// Waits for the next blob; None once the pull stopped sending.
+    fn recv(&mut self) -> Option<()> {
+        let d = self.rx.recv().ok()?;
+        self.seen.push(d);
+        Some(())
     }
 }
 

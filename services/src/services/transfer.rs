@@ -33,6 +33,7 @@ pub struct TransferPlugin {
     meta: Arc<MetadataStore>,
     events: Arc<Exchange>,
     unpack: Option<Arc<UnpackPlugin>>,
+    content: berth_content::ContentStore,
 }
 
 /// Plugin init for `io.berth.transfer.v1` `distribution`.
@@ -46,7 +47,8 @@ pub fn init_distribution(ctx: &mut InitContext<'_>) -> Result<Instance, InitErro
     let creds = CredentialSources { berth: auth_file, docker };
     let unpack = ctx.instances(UNPACK).into_iter().find_map(|(_, i)| i.downcast::<UnpackPlugin>().ok());
     Ok(Arc::new(TransferPlugin {
-        dist: Arc::new(Distribution::new(cfg, creds, content)),
+        dist: Arc::new(Distribution::new(cfg, creds, content.clone())),
+        content,
         meta: ctx.get(METADATA)?,
         events: ctx.get(EVENTS)?,
         unpack,
@@ -129,51 +131,60 @@ impl TransferPlugin {
                 id
             }
         };
-        let pulled = self.dist.pull(ns, &req.reference, &choice, &lease, progress.clone()).await?;
-        let mut chain_id = String::new();
-        if !req.no_unpack {
-            let unpack = self.unpack.clone().ok_or_else(|| {
-                Error::failed_precondition("no unpacker is loaded (no snapshotter); pull with --no-unpack")
-            })?;
-            // Unpack the requested (or host) platform's manifest.
-            if let Some((_, _, m)) = pulled.manifests.iter().find(|(_, p, _)| {
-                p.as_ref().is_none_or(|p| p.os == platform.os && p.architecture == platform.architecture)
-            }) {
-                for l in &m.layers {
-                    progress.blob(
-                        &l.digest,
-                        &l.media_type,
-                        berth_distribution::Status::Extracting,
-                        0,
-                        l.size.max(0) as u64,
-                    );
-                }
-                let (ns2, name, target, sn, lease2, plat) = (
-                    ns.to_string(),
-                    pulled.name.clone(),
-                    pulled.target.clone(),
-                    req.snapshotter.clone(),
-                    lease.clone(),
-                    platform.clone(),
-                );
-                let outcome = tokio::task::spawn_blocking(move || {
-                    let snap = unpack.snapshotter(&sn)?;
-                    unpack.unpacker().unpack_target(&ns2, &name, &target, snap.as_ref(), &plat, Some(&lease2))
-                })
-                .await
-                .map_err(|e| Error::internal(e.to_string()))??;
-                for l in &m.layers {
-                    progress.blob(
-                        &l.digest,
-                        &l.media_type,
-                        berth_distribution::Status::Done,
-                        l.size.max(0) as u64,
-                        l.size.max(0) as u64,
-                    );
-                }
-                chain_id = outcome.chain_id.to_string();
+        // Unpack while the layers download: the unpacker gets the chosen manifest once its
+        // config is in, then each layer as soon as its blob is committed.
+        let unpack = match (req.no_unpack, self.unpack.clone()) {
+            (true, _) => None,
+            (false, Some(u)) => Some(u),
+            (false, None) => {
+                return Err(Error::failed_precondition("no unpacker is loaded (no snapshotter); pull with --no-unpack"))
             }
-        }
+        };
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        let (ctx, crx) = std::sync::mpsc::channel();
+        let notify = unpack.as_ref().map(|_| berth_distribution::PullNotify { resolved: rtx, committed: ctx });
+        let unpacking = unpack.map(|unpack| {
+            let (ns2, name, sn, lease2, plat, content, progress) = (
+                ns.to_string(),
+                req.reference.clone(),
+                req.snapshotter.clone(),
+                lease.clone(),
+                platform.clone(),
+                self.content.clone(),
+                progress.clone(),
+            );
+            tokio::task::spawn_blocking(move || -> Result<Option<berth_unpack::UnpackOutcome>, Error> {
+                let Ok(manifests) = rrx.recv() else { return Ok(None) };
+                let Some((_, _, m)) = manifests.iter().find(|(_, p, _)| {
+                    p.as_ref().is_none_or(|p| p.os == plat.os && p.architecture == plat.architecture)
+                }) else {
+                    return Ok(None);
+                };
+                let config = {
+                    let digest = m.config.validate()?;
+                    let blob = content.reader(&ns2, &digest)?;
+                    let mut buf = vec![0u8; blob.size().min(berth_core::image::MAX_DOCUMENT_SIZE) as usize];
+                    blob.read_exact_at(&mut buf, 0)?;
+                    berth_core::image::ImageConfig::parse(&buf)?
+                };
+                let snap = unpack.snapshotter(&sn)?;
+                let out =
+                    unpack.unpacker().unpack_pipelined(&ns2, &name, m, &config, snap.as_ref(), Some(&lease2), crx)?;
+                for l in &m.layers {
+                    let size = l.size.max(0) as u64;
+                    progress.blob(&l.digest, &l.media_type, berth_distribution::Status::Done, size, size);
+                }
+                Ok(Some(out))
+            })
+        });
+        let pulled = self.dist.pull(ns, &req.reference, &choice, &lease, progress.clone(), notify).await;
+        let unpacked = match unpacking {
+            Some(task) => task.await.map_err(|e| Error::internal(e.to_string()))?,
+            None => Ok(None),
+        };
+        // The pull's error explains an unpack that stopped for want of layers.
+        let pulled = pulled?;
+        let chain_id = unpacked?.map(|o| o.chain_id.to_string()).unwrap_or_default();
         self.record_image(ns, &pulled.name, &pulled.target).await?;
         Ok(TransferResult {
             name: pulled.name,
