@@ -28,6 +28,8 @@ use crate::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 /// Deepest directory nesting written: the walk recurses, and a container may nest
 /// directories without bound.
 const MAX_DEPTH: usize = 1024;
+/// Stack of the walking thread: room for [`MAX_DEPTH`] levels, debug builds included.
+const WALK_STACK: usize = 64 << 20;
 
 /// How to write a layer.
 #[derive(Debug, Clone)]
@@ -64,23 +66,41 @@ pub struct DiffOutcome {
 
 /// Writes to `writer` the layer that turns tree `lower` into tree `upper` (both plain
 /// directories: a snapshot's parent view and the snapshot). Symlinks are never followed.
-pub fn diff<W: Write>(lower: &Path, upper: &Path, writer: W, opts: &DiffOptions) -> Result<DiffOutcome> {
+pub fn diff<W: Write + Send>(lower: &Path, upper: &Path, writer: W, opts: &DiffOptions) -> Result<DiffOutcome> {
     let lower_fd = open_dir(lower)?;
     let upper_fd = open_dir(upper)?;
-    let mut w = LayerWriter::new(writer, opts)?;
-    w.trees(Some(lower_fd.as_fd()), upper_fd.as_fd())?;
-    w.finish()
+    with_deep_stack(move || {
+        let mut w = LayerWriter::new(writer, opts)?;
+        w.trees(Some(lower_fd.as_fd()), upper_fd.as_fd())?;
+        w.finish()
+    })
 }
 
 /// Writes to `writer` the layer held by the overlayfs upper directory `upper`: everything in
 /// it, with overlay whiteouts (0/0 character devices) as `.wh.<name>` and opaque directories
 /// marked with `.wh..wh..opq`. Uppers made with `redirect_dir` or `metacopy` are
 /// `NotImplemented`.
-pub fn diff_overlay_upper<W: Write>(upper: &Path, writer: W, opts: &DiffOptions) -> Result<DiffOutcome> {
+pub fn diff_overlay_upper<W: Write + Send>(upper: &Path, writer: W, opts: &DiffOptions) -> Result<DiffOutcome> {
     let upper_fd = open_dir(upper)?;
-    let mut w = LayerWriter::new(writer, opts)?;
-    w.upper(upper_fd.as_fd())?;
-    w.finish()
+    with_deep_stack(move || {
+        let mut w = LayerWriter::new(writer, opts)?;
+        w.upper(upper_fd.as_fd())?;
+        w.finish()
+    })
+}
+
+/// Runs the walk on a thread whose stack holds [`MAX_DEPTH`] levels of recursion (only the
+/// pages used are ever committed).
+fn with_deep_stack<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("layer-diff".into())
+            .stack_size(WALK_STACK)
+            .spawn_scoped(scope, f)
+            .map_err(|e| Error::internal(format!("start diff thread: {e}")))?
+            .join()
+            .map_err(|_| Error::internal("diff thread panicked"))?
+    })
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {
