@@ -260,7 +260,7 @@ impl Extractor {
                     return Err(Error::invalid_argument(format!("symlink {:?} target has a NUL byte", show(path))));
                 }
                 self.create(dir, base, path, |d, n| rfs::symlinkat(&*target, d, n))?;
-                self.set_name_meta(dir, base, path, &meta)
+                self.set_name_meta(dir, base, path, &meta, true)
             }
             EntryType::Link => {
                 let mut link = std::mem::take(&mut self.link);
@@ -286,7 +286,7 @@ impl Extractor {
                 };
                 let perm = Mode::from_raw_mode(meta.mode & 0o777);
                 self.create(dir, base, path, |d, n| rfs::mknodat(d, n, file_type, perm, dev))?;
-                self.set_name_meta(dir, base, path, &meta)
+                self.set_name_meta(dir, base, path, &meta, false)
             }
             other => {
                 Err(Error::invalid_argument(format!("layer entry {:?} has unsupported type {other:?}", show(path))))
@@ -586,12 +586,16 @@ impl Extractor {
     }
 
     /// Owner, mode, xattrs and times of a symlink or special file, by name (never opened).
-    fn set_name_meta(&self, dir: BorrowedFd<'_>, base: &[u8], path: &[u8], meta: &Meta) -> Result<()> {
+    fn set_name_meta(
+        &self,
+        dir: BorrowedFd<'_>,
+        base: &[u8],
+        path: &[u8],
+        meta: &Meta,
+        is_symlink: bool,
+    ) -> Result<()> {
         rfs::chownat(dir, base, Some(meta.uid), Some(meta.gid), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.root.fs_error("chown", path, e))?;
-        let is_symlink = rfs::statat(dir, base, AtFlags::SYMLINK_NOFOLLOW)
-            .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
-            .map_err(|e| self.root.fs_error("stat", path, e))?;
         if !is_symlink {
             rfs::chmodat(dir, base, Mode::from_raw_mode(meta.mode), AtFlags::empty())
                 .map_err(|e| self.root.fs_error("chmod", path, e))?;
