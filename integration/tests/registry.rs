@@ -350,9 +350,14 @@ fn multi_platform_index_platform_choice_and_cross_repository_mount() {
     assert!(r.stdout.contains("mounted"), "{}", r.stdout);
     let host = img.host();
     let foreign = img.platforms.iter().find(|p| p.platform != host.platform).expect("foreign platform");
+    // --platform pushes that platform's manifest alone, as the tag's target.
+    let single = format!("{}/berth/multiarch-host:v1", reg.host);
+    d.berthctl(&["image", "tag", &name, &single]).ok();
+    let r = d.berthctl(&["image", "push", "--platform", &host.platform, &single]);
+    assert_eq!(printed_digest(&r), host.manifest.digest);
 
     // Default: the host's manifest only.
-    d.berthctl(&["image", "rm", "--sync", &name, &other]).ok();
+    d.berthctl(&["image", "rm", "--sync", &name, &other, &single]).ok();
     let r = d.berthctl(&["image", "pull", &name]);
     check_pulled(&d, img, &name, &r);
     let visible = blobs(&d);
@@ -391,4 +396,21 @@ fn ctr_pulls_from_the_registry_into_berthd() {
     assert!(out.contains(&name) && out.contains(&img.target.digest[7..19]), "{out}");
     // ctr unpacked it through our diff and snapshots services.
     assert_eq!(committed(&d).len(), img.host().layers.len());
+}
+
+#[test]
+fn chunked_push_with_patch() {
+    let Some(set) = test_images() else { return };
+    let Some(reg) = Registry::start() else { return };
+    let d = daemon_with("[plugins.\"io.berth.transfer.v1.distribution\"]\npush_chunk_size = 65536\n");
+    let img = set.get("multilayer");
+    let proxy = FaultProxy::start(&reg.host);
+    let (name, pushed) = push(&d, set, &proxy.host, "multilayer", "berth/chunked");
+    assert_eq!(pushed, img.target.digest);
+    let patches = proxy.requests().iter().filter(|r| r.starts_with("PATCH ")).count();
+    let (_, big) = biggest_layer(img);
+    assert!(patches as u64 >= big / 65536, "{:#?}", proxy.requests());
+    let fresh = Daemon::start();
+    let r = fresh.berthctl(&["image", "pull", &name]);
+    check_pulled(&fresh, img, &name, &r);
 }

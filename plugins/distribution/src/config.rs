@@ -13,6 +13,8 @@ pub struct DistributionConfig {
     pub max_concurrent_downloads: usize,
     /// Blobs uploaded at once per push.
     pub max_concurrent_uploads: usize,
+    /// Upload blobs larger than this in PATCH chunks of this size; 0: one streamed PUT.
+    pub push_chunk_size: u64,
     /// A Docker `config.json` to read credentials from (empty: none).
     pub docker_config: String,
     /// Per registry host (`host[:port]`) settings.
@@ -24,6 +26,7 @@ impl Default for DistributionConfig {
         DistributionConfig {
             max_concurrent_downloads: 6,
             max_concurrent_uploads: 4,
+            push_chunk_size: 0,
             docker_config: "/root/.docker/config.json".into(),
             registries: BTreeMap::new(),
         }

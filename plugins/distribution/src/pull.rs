@@ -681,3 +681,30 @@ enum Chunk {
     Data(Bytes),
     Restart,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_from_headers_or_documents() {
+        let oci = berth_core::descriptor::MEDIA_TYPE_OCI_MANIFEST;
+        assert_eq!(document_media_type(&format!("{oci}; charset=utf-8"), b"{}"), oci);
+        let body = format!(r#"{{"mediaType":"{oci}","config":{{}}}}"#);
+        assert_eq!(document_media_type("application/json", body.as_bytes()), oci);
+        assert_eq!(
+            document_media_type("text/plain", br#"{"manifests":[]}"#),
+            berth_core::descriptor::MEDIA_TYPE_OCI_INDEX
+        );
+        assert_eq!(document_media_type("application/x-thing", b"{}"), "application/x-thing");
+    }
+
+    #[test]
+    fn layer_kinds() {
+        assert!(is_layer("application/vnd.oci.image.layer.v1.tar+zstd"));
+        assert!(is_layer("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"));
+        assert!(is_foreign("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"));
+        assert!(!is_layer("application/vnd.cncf.helm.chart.content.v1.tar+gzip"));
+        assert!(is_image_config("application/vnd.docker.container.image.v1+json"));
+    }
+}

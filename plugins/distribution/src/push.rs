@@ -1,7 +1,8 @@
 //! Pushing: walk an image from the content store (one platform's manifest or all of them),
 //! upload the blobs the repository lacks (HEAD first; a cross-repository mount when the blob's
-//! source label names another repository of the same registry; else a POST then a monolithic
-//! streamed PUT), then the manifests by digest and the root by tag.
+//! source label names another repository of the same registry; else a POST then one streamed
+//! PUT, or PATCH chunks and a closing PUT when `push_chunk_size` is set), then the manifests
+//! by digest and the root by tag.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -221,47 +222,48 @@ impl Distribution {
         } else {
             format!("{}{location}", ep.base)
         };
+        p.blob(&d.digest, &d.media_type, Status::Uploading, 0, size);
+        let chunk = self.client.config().push_chunk_size;
+        let mut url = url;
+        let mut off = 0u64;
+        // Chunked: PATCH pieces of `chunk` bytes, then a PUT that only names the digest.
+        while chunk > 0 && size > chunk && off < size {
+            let len = chunk.min(size - off);
+            let (body, reader) = self.stream_range(job, &digest, &d.media_type, off, len, size);
+            let body = std::sync::Mutex::new(Some(body));
+            let resp = self
+                .client
+                .send(ep, std::slice::from_ref(&push_scope), |c, _| {
+                    c.patch(&url)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, len)
+                        .header("Content-Range", format!("{off}-{}", off + len - 1))
+                        .body(take_body(&body))
+                })
+                .await?;
+            reader.await.map_err(|e| Error::internal(format!("read task: {e}")))??;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(push_error(job, &format!("blob {digest} chunk at {off}"), resp).await);
+            }
+            let next = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or(&url).to_string();
+            url = if next.starts_with("http://") || next.starts_with("https://") {
+                next
+            } else {
+                format!("{}{next}", ep.base)
+            };
+            off += len;
+        }
         let sep = if url.contains('?') { '&' } else { '?' };
         let put_url = format!("{url}{sep}digest={digest}");
-
-        // Stream the blob from the content store on a blocking thread.
-        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
-        let (content, ns, d2, progress, mt) =
-            (self.content.clone(), job.ns.clone(), digest.clone(), p.clone(), d.media_type.clone());
-        let reader = tokio::task::spawn_blocking(move || -> Result<()> {
-            let blob = content.reader(&ns, &d2)?;
-            let mut off = 0u64;
-            let mut last = std::time::Instant::now();
-            while off < blob.size() {
-                let mut buf = vec![0u8; (1 << 20).min((blob.size() - off) as usize)];
-                let n = blob.read_at(&mut buf, off)?;
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                off += n as u64;
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                    break;
-                }
-                if last.elapsed().as_millis() >= 100 {
-                    last = std::time::Instant::now();
-                    progress.blob(&d2.to_string(), &mt, Status::Uploading, off, blob.size());
-                }
-            }
-            Ok(())
-        });
-        let body =
-            std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx))));
-        p.blob(&d.digest, &d.media_type, Status::Uploading, 0, size);
+        let (body, reader) = self.stream_range(job, &digest, &d.media_type, off, size - off, size);
+        let body = std::sync::Mutex::new(Some(body));
         let resp = self
             .client
             .send(ep, &[push_scope], |c, _| {
-                let b = body
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take()
-                    .unwrap_or_else(|| reqwest::Body::from(Vec::new()));
-                c.put(&put_url).header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_LENGTH, size).body(b)
+                c.put(&put_url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size - off)
+                    .body(take_body(&body))
             })
             .await?;
         reader.await.map_err(|e| Error::internal(format!("read task: {e}")))??;
@@ -271,6 +273,44 @@ impl Distribution {
         p.blob(&d.digest, &d.media_type, Status::Done, size, size);
         self.add_source(job, &digest).await;
         Ok(())
+    }
+
+    /// A body streaming `len` bytes of blob `digest` from `off`, read on a blocking thread.
+    fn stream_range(
+        &self,
+        job: &PushJob,
+        digest: &Digest,
+        media_type: &str,
+        off: u64,
+        len: u64,
+        size: u64,
+    ) -> (reqwest::Body, tokio::task::JoinHandle<Result<()>>) {
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+        let (content, ns, d2, progress, mt) =
+            (self.content.clone(), job.ns.clone(), digest.clone(), job.progress.clone(), media_type.to_string());
+        let reader = tokio::task::spawn_blocking(move || -> Result<()> {
+            let blob = content.reader(&ns, &d2)?;
+            let (mut pos, end) = (off, off + len);
+            let mut last = std::time::Instant::now();
+            while pos < end {
+                let mut buf = vec![0u8; (1 << 20).min((end - pos) as usize)];
+                let n = blob.read_at(&mut buf, pos)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                pos += n as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    break;
+                }
+                if last.elapsed().as_millis() >= 100 {
+                    last = std::time::Instant::now();
+                    progress.blob(&d2.to_string(), &mt, Status::Uploading, pos, size);
+                }
+            }
+            Ok(())
+        });
+        (reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx)), reader)
     }
 
     /// Adds the pushed repository to the blob's source label (best effort).
@@ -290,6 +330,11 @@ impl Distribution {
         })
         .await;
     }
+}
+
+/// The body for the first send; an empty one for a retry after a 401 (which then fails).
+fn take_body(body: &std::sync::Mutex<Option<reqwest::Body>>) -> reqwest::Body {
+    body.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_else(|| reqwest::Body::from(Vec::new()))
 }
 
 async fn push_error(job: &PushJob, what: &str, resp: reqwest::Response) -> Error {
