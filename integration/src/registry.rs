@@ -525,6 +525,8 @@ pub enum Fault {
     Tamper,
     /// Announce and send only this many bytes.
     Truncate { bytes: u64 },
+    /// Send this many bytes, then hold the connection open (for up to 30 s) without sending more.
+    Stall { bytes: u64 },
     /// Answer 200 with this content type and body instead of asking the registry.
     Serve { content_type: String, body: Vec<u8> },
 }
@@ -720,7 +722,7 @@ fn proxy_one(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> io
     send_head.push_str("Connection: close\r\n\r\n");
     mut_client.write_all(send_head.as_bytes())?;
     let limit = match &fault {
-        Some(Fault::DropAfter { bytes, .. }) => Some(*bytes),
+        Some(Fault::DropAfter { bytes, .. }) | Some(Fault::Stall { bytes }) => Some(*bytes),
         // Truncation is at an absolute offset of the blob, whatever range was asked for.
         Some(Fault::Truncate { bytes }) => Some(bytes.saturating_sub(range_start(&head))),
         _ => None,
@@ -750,6 +752,21 @@ fn proxy_one(client: TcpStream, upstream: &str, state: &Mutex<ProxyState>) -> io
             *state.lock().unwrap_or_else(|p| p.into_inner()).served.entry(d.clone()).or_default() += chunk.len() as u64;
         }
         if limit.is_some_and(|l| sent >= l) {
+            if matches!(fault, Some(Fault::Stall { .. })) {
+                let _ = mut_client.flush();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                // Until the client goes away or time runs out.
+                let mut probe = [0u8; 1];
+                let _ = mut_client.set_read_timeout(Some(Duration::from_millis(200)));
+                while Instant::now() < deadline {
+                    match (&mut_client).read(&mut probe) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
             break;
         }
     }

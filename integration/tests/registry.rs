@@ -286,10 +286,12 @@ fn bad_blobs_are_clear_errors_and_commit_nothing() {
     assert!(err.contains("truncated") && err.contains(&big), "{err}");
     nothing_committed(&d, &name, &[&big, &img.target.digest]);
 
-    // With the fault gone the same pull completes (resuming what the ingest holds).
+    // With the fault gone the same pull completes, resuming what the ingest holds: after the
+    // tampered copy, the blob's bytes went over the wire once more in all.
     proxy.clear_faults();
     let r = d.berthctl(&["image", "pull", &name]);
     check_pulled(&d, img, &name, &r);
+    assert_eq!(proxy.served(&big), 2 * size);
 }
 
 #[test]
@@ -413,4 +415,44 @@ fn chunked_push_with_patch() {
     let fresh = Daemon::start();
     let r = fresh.berthctl(&["image", "pull", &name]);
     check_pulled(&fresh, img, &name, &r);
+}
+
+#[test]
+fn a_pull_interrupted_by_killing_berthd_resumes_from_its_ingests() {
+    let Some(set) = test_images() else { return };
+    let Some(reg) = Registry::start() else { return };
+    let proxy = FaultProxy::start(&reg.host);
+    push(&Daemon::start(), set, &reg.host, "multilayer", "berth/multilayer");
+    let img = set.get("multilayer");
+    let (big, size) = biggest_layer(img);
+    let name = format!("{}/berth/multilayer:v1", proxy.host);
+    let root = tempfile::tempdir().unwrap();
+    let opts = DaemonOptions { root: Some(root.path().join("root")), ..Default::default() };
+
+    proxy.set_fault(&big, Fault::Stall { bytes: size / 2 });
+    let mut d = Daemon::start_with(opts.clone());
+    let mut pull = std::process::Command::new(berth_integration::bin("berthctl"))
+        .arg("--address")
+        .arg(&d.socket)
+        .args(["image", "pull", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while proxy.served(&big) < size / 2 {
+        assert!(std::time::Instant::now() < deadline, "the pull never reached the stall");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    d.stop_with(libc::SIGKILL);
+    assert!(!pull.wait().unwrap().success());
+    drop(d);
+
+    proxy.clear_faults();
+    let d = Daemon::start_with(opts);
+    let r = d.berthctl(&["image", "pull", &name]);
+    check_pulled(&d, img, &name, &r);
+    // The first half came before the kill, the rest after: each byte once.
+    assert_eq!(proxy.served(&big), size);
 }
