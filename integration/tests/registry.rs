@@ -120,6 +120,11 @@ fn tls_with_a_configured_ca_and_a_clear_error_without() {
     let r = d.berthctl(&["image", "pull", &name]);
     check_pulled(&d, img, &name, &r);
 
+    // `insecure = true` accepts the certificate without the CA.
+    let insecure = daemon_with(&transfer_section(&reg.host, "insecure = true"));
+    let r = insecure.berthctl(&["image", "pull", &name]);
+    check_pulled(&insecure, img, &name, &r);
+
     // Without the CA, the certificate is refused, and nothing is recorded.
     let bare = Daemon::start();
     let err = bare.berthctl(&["image", "pull", &name]).err().to_lowercase();

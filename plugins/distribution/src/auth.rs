@@ -69,6 +69,7 @@ impl DockerConfigFile {
     pub fn lookup(&self, host: &str) -> Option<Credentials> {
         let mut keys = vec![host.to_string(), format!("https://{host}"), format!("http://{host}")];
         if host == "docker.io" || host == "registry-1.docker.io" {
+            keys.push("docker.io".into());
             keys.push("https://index.docker.io/v1/".into());
             keys.push("index.docker.io".into());
         }

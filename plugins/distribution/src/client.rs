@@ -148,9 +148,11 @@ impl RegistryClient {
             let base = scheme.map(|s| format!("{s}://{mhost}")).unwrap_or_default();
             out.push(Endpoint { base, host: mhost.clone(), mirror: true, client: self.http_client(&mhost)? });
         }
+        // Docker Hub's API is not served at its reference domain.
+        let api_host = if host == "docker.io" { "registry-1.docker.io" } else { host };
         out.push(Endpoint {
             base: String::new(),
-            host: host.to_string(),
+            host: api_host.to_string(),
             mirror: false,
             client: self.http_client(host)?,
         });
