@@ -461,3 +461,44 @@ fn a_pull_interrupted_by_killing_berthd_resumes_from_its_ingests() {
     // The first half came before the kill, the rest after: each byte once.
     assert_eq!(proxy.served(&big), size);
 }
+
+#[test]
+fn a_pull_within_the_request_lease_keeps_its_content_until_the_lease_goes() {
+    use berth_integration::grpc::{connect, request, runtime};
+    use berth_proto::berth::services::transfer::v1::transfer_client::TransferClient;
+    use berth_proto::berth::services::transfer::v1::PullRequest;
+
+    let Some(set) = test_images() else { return };
+    let Some(reg) = Registry::start() else { return };
+    let d = Daemon::start();
+    let img = set.get("busybox");
+    let (name, _) = push(&d, set, &reg.host, "busybox", "berth/busybox");
+    d.berthctl(&["image", "rm", "--sync", &name]).ok();
+    d.berthctl(&["leases", "create", "--id", "pull-hold"]).ok();
+
+    let (statuses, result) = runtime().block_on(async {
+        let mut client = TransferClient::new(connect(&d.socket).await);
+        let req = PullRequest { reference: name.clone(), no_unpack: true, ..Default::default() };
+        let mut stream = client.pull(request("default", Some("pull-hold"), req)).await.expect("pull").into_inner();
+        let mut statuses = Vec::new();
+        loop {
+            let msg = stream.message().await.expect("stream").expect("a result before the end");
+            if let Some(r) = msg.result {
+                return (statuses, r);
+            }
+            statuses.push((msg.id, msg.status));
+        }
+    });
+    assert_eq!(result.digest, img.target.digest);
+    assert_eq!(result.name, name);
+    assert!(statuses.iter().any(|(id, _)| img.host().layers[0].blob.hex().starts_with(id.as_str())), "{statuses:?}");
+
+    // Without the image, the lease still holds every blob; without the lease, nothing does.
+    d.berthctl(&["image", "rm", "--sync", &name]).ok();
+    let visible = blobs(&d);
+    for b in img.all_blobs() {
+        assert!(visible.contains(&b.digest), "{} collected under the lease: {visible:?}", b.digest);
+    }
+    d.berthctl(&["leases", "rm", "--sync", "pull-hold"]).ok();
+    assert!(blobs(&d).is_empty(), "{:?}", blobs(&d));
+}
