@@ -125,6 +125,25 @@ impl Distribution {
         l
     }
 
+    /// Adds `repo` to the repositories of `registry` that blob `digest` is known in (best
+    /// effort: the label only saves uploads).
+    pub(crate) async fn record_source(&self, ns: &str, digest: &Digest, registry: &str, repo: &str) {
+        let (content, ns, d, label, repo) =
+            (self.content.clone(), ns.to_string(), digest.clone(), source_label(registry), repo.to_string());
+        let _ = tokio::task::spawn_blocking(move || {
+            let info = content.info(&ns, &d)?;
+            let mut repos: Vec<String> =
+                info.labels.get(&label).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default();
+            if repos.contains(&repo) {
+                return Ok(());
+            }
+            repos.push(repo);
+            let value = repos.join(",");
+            content.update(&ns, &d, BTreeMap::from([(label.clone(), value)]), &[format!("labels.{label}")]).map(|_| ())
+        })
+        .await;
+    }
+
     /// Checks `creds` against registry `host` and stores them in berth's credentials file.
     pub async fn login(&self, host: &str, creds: &Credentials) -> Result<()> {
         self.client.check_login(host, creds).await?;

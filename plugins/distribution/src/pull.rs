@@ -458,6 +458,7 @@ impl Distribution {
             Ok(w) => w,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 p.blob(&desc.digest, &desc.media_type, Status::Exists, size, size);
+                self.record_source(&job.ns, &digest, &job.registry, &job.repo).await;
                 if let Some(c) = &job.committed {
                     let _ = c.send(digest);
                 }

@@ -4,7 +4,6 @@
 //! PUT, or PATCH chunks and a closing PUT when `push_chunk_size` is set), then the manifests
 //! by digest and the root by tag.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use berth_core::descriptor::{is_index, is_manifest};
@@ -315,20 +314,7 @@ impl Distribution {
 
     /// Adds the pushed repository to the blob's source label (best effort).
     async fn add_source(&self, job: &PushJob, digest: &Digest) {
-        let (content, ns, d, label, repo) =
-            (self.content.clone(), job.ns.clone(), digest.clone(), source_label(&job.registry), job.repo.clone());
-        let _ = tokio::task::spawn_blocking(move || {
-            let info = content.info(&ns, &d)?;
-            let mut repos: Vec<String> =
-                info.labels.get(&label).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default();
-            if repos.contains(&repo) {
-                return Ok(());
-            }
-            repos.push(repo);
-            let value = repos.join(",");
-            content.update(&ns, &d, BTreeMap::from([(label.clone(), value)]), &[format!("labels.{label}")]).map(|_| ())
-        })
-        .await;
+        self.record_source(&job.ns, digest, &job.registry, &job.repo).await;
     }
 }
 
