@@ -1,6 +1,7 @@
 //! Apply throughput against GNU tar on the same machine: a synthetic layer of many small
 //! files and a few large ones, extracted by `berth_diff::apply` and by `tar -xf`, alternately,
-//! median of N runs. No fsync on either side; `sync` runs (untimed) between runs.
+//! median of N runs after one warm-up each. No fsync on either side; `sync` runs (untimed)
+//! between runs, and the trees are removed only at the end.
 //!
 //! `cargo run --release -p berth-diff --example apply_bench -- [DIR] [SMALL_FILES] [RUNS]`
 //! (DIR: where to extract, default /var/tmp; SMALL_FILES default 20000; RUNS default 5), or
@@ -141,7 +142,8 @@ fn main() {
         let elapsed = t.elapsed();
         let c1 = cpu();
         cpu_used.borrow_mut().entry(name.to_string()).or_default().push((c1.0 - c0.0) + (c1.1 - c0.1));
-        fs::remove_dir_all(&dst).unwrap();
+        // Trees stay until the end: on ext4 (with discard), creating files right after
+        // deleting many costs several times more system time, whoever creates them.
         settle();
         elapsed
     };
@@ -155,7 +157,10 @@ fn main() {
     let berth_gz = |dst: &Path| {
         apply(fs::File::open(&gz_path).unwrap(), dst, &ApplyOptions::new(WhiteoutMode::Overlay)).unwrap();
     };
-    settle();
+    // Warm-up (page cache, allocator), not counted.
+    timed("warmup", 0, &berth);
+    timed("warmup", 1, &gnu_tar);
+    cpu_used.borrow_mut().clear();
     for run in 0..runs {
         // Alternate who goes first.
         if run % 2 == 0 {
