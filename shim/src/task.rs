@@ -37,6 +37,8 @@ struct Proc {
     close_stdin: Option<oneshot::Sender<()>>,
     /// Exec processes: the OCI process spec written for libcontainer.
     spec_path: Option<PathBuf>,
+    /// Exec processes: stdio opened at Exec (clients open their fifo ends before Start).
+    io: Option<stdio::ProcessIo>,
 }
 
 impl Proc {
@@ -51,6 +53,7 @@ impl Proc {
             exit: watch::channel(None).0,
             close_stdin: None,
             spec_path: None,
+            io: None,
         }
     }
     fn exited(&self) -> Exit {
@@ -431,7 +434,10 @@ impl Task for TaskService {
         if p.started {
             return Err(Status::failed_precondition(format!("exec {:?} already started", req.exec_id)));
         }
-        let io = stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?;
+        let io = match p.io.take() {
+            Some(io) => io,
+            None => stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?,
+        };
         let spec_path = p.spec_path.clone();
         let pid = ContainerBuilder::new(id, SyscallType::Linux)
             .with_root_path(root)
@@ -567,6 +573,7 @@ impl Task for TaskService {
             .map_err(|e| io_status("write exec spec", e))?;
         let mut p = Proc::new(req.stdin, req.stdout, req.stderr, false);
         p.spec_path = Some(path);
+        p.io = Some(stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?);
         inner.execs.insert(req.exec_id, p);
         Ok(Response::new(()))
     }
@@ -653,10 +660,12 @@ impl Task for TaskService {
             inner.unmount_rootfs();
         }
         if let Some(tx) = self.shutdown.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            // Let this response go out first.
+            // Let this response go out first, then stop: a graceful server stop would wait for
+            // berthd's event stream, which only ends when this process does.
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 let _ = tx.send(());
+                std::process::exit(0);
             });
         }
         Ok(Response::new(()))

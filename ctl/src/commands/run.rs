@@ -12,6 +12,10 @@ use berth_proto::containerd::services::containers::v1::containers_client::Contai
 use berth_proto::containerd::services::containers::v1::{
     container, Container, CreateContainerRequest, DeleteContainerRequest,
 };
+use berth_proto::containerd::services::leases::v1::leases_client::LeasesClient;
+use berth_proto::containerd::services::leases::v1::{
+    CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest,
+};
 use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_proto::containerd::services::snapshots::v1::{PrepareSnapshotRequest, RemoveSnapshotRequest};
 use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
@@ -482,21 +486,57 @@ pub async fn run(client: &Client, namespace: &str, args: RunArgs) -> Result<i32>
         .map_err(status_error)?
         .into_inner()
         .chain_id;
-    let mut snaps = SnapshotsClient::new(client.channel.clone());
-    snaps
-        .prepare(client.request(PrepareSnapshotRequest {
-            snapshotter: args.snapshotter.clone(),
-            key: args.id.clone(),
-            parent: chain,
-            labels: HashMap::new(),
+    // A lease holds the new snapshot until the container record does: a collection scheduled
+    // by another delete must not take it in between.
+    let mut leases = LeasesClient::new(client.channel.clone());
+    let expire = super::leases::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    let lease = leases
+        .create(client.request(LeaseCreateRequest {
+            id: String::new(),
+            labels: HashMap::from([("containerd.io/gc.expire".to_string(), expire)]),
         }))
         .await
-        .map_err(status_error)
-        .context("prepare rootfs snapshot")?;
+        .map_err(status_error)?
+        .into_inner()
+        .lease
+        .map(|l| l.id)
+        .unwrap_or_default();
+    let created = create_container(client, &args, &name, chain, &spec, &lease).await;
+    let _ = leases.delete(client.request(LeaseDeleteRequest { id: lease, sync: false })).await;
+    created?;
+    match start_task(client, &args).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            cleanup(client, &args.id, &args.snapshotter).await;
+            Err(e)
+        }
+    }
+}
+
+/// Prepares the rootfs snapshot (within `lease`) and creates the container record.
+async fn create_container(
+    client: &Client,
+    args: &RunArgs,
+    name: &str,
+    chain: String,
+    spec: &Value,
+    lease: &str,
+) -> Result<()> {
+    let mut snaps = SnapshotsClient::new(client.channel.clone());
+    let mut req = client.request(PrepareSnapshotRequest {
+        snapshotter: args.snapshotter.clone(),
+        key: args.id.clone(),
+        parent: chain,
+        labels: HashMap::new(),
+    });
+    if let Ok(v) = lease.parse() {
+        req.metadata_mut().insert("containerd-lease", v);
+    }
+    snaps.prepare(req).await.map_err(status_error).context("prepare rootfs snapshot")?;
     let mut containers = ContainersClient::new(client.channel.clone());
     let c = Container {
         id: args.id.clone(),
-        image: name,
+        image: name.to_string(),
         runtime: Some(container::Runtime { name: RUNTIME_NAME.into(), options: None }),
         spec: Some(prost_types::Any { type_url: SPEC_TYPE_URL.into(), value: serde_json::to_vec(&spec)? }),
         snapshotter: args.snapshotter.clone(),
@@ -511,13 +551,7 @@ pub async fn run(client: &Client, namespace: &str, args: RunArgs) -> Result<i32>
             .await;
         return Err(status_error(s));
     }
-    match start_task(client, &args).await {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            cleanup(client, &args.id, &args.snapshotter).await;
-            Err(e)
-        }
-    }
+    Ok(())
 }
 
 async fn start_task(client: &Client, args: &RunArgs) -> Result<i32> {

@@ -34,7 +34,7 @@ pub enum TaskCommand {
         #[arg(long, short, default_value = "SIGTERM")]
         signal: String,
         /// Signal every process of the task.
-        #[arg(long, short)]
+        #[arg(long)]
         all: bool,
         /// Signal this exec process instead of the init.
         #[arg(long)]

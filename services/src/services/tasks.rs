@@ -384,8 +384,12 @@ pub fn init_runtime(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
     let binary = berth_runtime::default_shim_binary();
     ctx.exports.insert("shim".into(), binary.display().to_string());
     let manager = Arc::new(ShimManager::new(&ctx.daemon.state, binary, publish));
-    let m = manager.clone();
-    tokio::spawn(async move { m.restore().await });
+    // Reconnect before serving, so the first List already shows surviving tasks. Plugin init
+    // runs under block_in_place on the daemon's runtime, where blocking on it is allowed.
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.block_on(manager.restore()),
+        Err(_) => tracing::warn!("no async runtime at init: running shims are not restored"),
+    }
     Ok(manager)
 }
 

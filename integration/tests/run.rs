@@ -1,0 +1,268 @@
+//! `berthctl run` and `berthctl task` with real containers: exit codes, stdout and stderr
+//! apart, stdin, spec flags (env, user, cwd, hostname, host network), Docker's capability set,
+//! no_new_privs and seccomp, memory limit → OOM kill reported, pids limit, pause/resume,
+//! exec (incl. a missing binary and a stopped task), bad input, 100 containers at once, and
+//! nothing left behind. Cleans up shims, container processes, mounts and cgroups on panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_integration::images::test_images;
+use berth_integration::{bin, run, Daemon, Run};
+
+struct Leftovers(PathBuf);
+
+fn bundles(state: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for ns in std::fs::read_dir(state.join("shims")).into_iter().flatten().flatten() {
+        out.extend(std::fs::read_dir(ns.path()).into_iter().flatten().flatten().map(|e| e.path()));
+    }
+    out
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if let Ok(p) = text.trim().parse() {
+        return Some(p);
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["pid"].as_i64().map(|p| p as i32)
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for b in bundles(&self.0) {
+            let id = b.file_name().unwrap().to_string_lossy().to_string();
+            for pidfile in [b.join("runtime").join(&id).join("state.json"), b.join("shim.pid")] {
+                if let Some(pid) = read_pid(&pidfile).filter(|p| *p > 1) {
+                    // SAFETY: killing a process this test started (through berthd).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            let _ = Command::new("umount").arg("-l").arg(b.join("rootfs")).stderr(Stdio::null()).status();
+            if let Ok(spec) = std::fs::read(b.join("config.json")) {
+                let v: serde_json::Value = serde_json::from_slice(&spec).unwrap_or_default();
+                if let Some(cg) = v["linux"]["cgroupsPath"].as_str() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    for ctrl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+                        let _ = std::fs::remove_dir(ctrl.path().join(cg.trim_start_matches('/')));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn setup() -> Option<(Daemon, Leftovers)> {
+    let set = test_images()?;
+    let d = Daemon::start();
+    let left = Leftovers(d.state.clone());
+    let archive = set.path(&set.get("busybox").docker_archive);
+    d.berthctl(&["image", "import", archive.to_str().unwrap()]).ok();
+    Some((d, left))
+}
+
+fn ctl_stdin(d: &Daemon, args: &[&str], input: &str) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(bin("berthctl"))
+        .arg("--address")
+        .arg(&d.socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let needle = dir.to_string_lossy().to_string();
+    text.lines().filter(|l| l.contains(&needle)).map(String::from).collect()
+}
+
+/// No bundle, mount or container left, and no cgroup of the given containers.
+fn assert_nothing_left(d: &Daemon, ids: &[&str]) {
+    assert!(bundles(&d.state).is_empty(), "bundles left: {:?}", bundles(&d.state));
+    assert!(mounts_under(d.dir()).is_empty(), "mounts left: {:?}", mounts_under(d.dir()));
+    assert_eq!(d.berthctl(&["container", "ls", "-q"]).ok(), "");
+    for id in ids {
+        for ctrl in ["memory", "pids", "freezer", "cpu"] {
+            let p = Path::new("/sys/fs/cgroup").join(ctrl).join("berth/default").join(id);
+            assert!(!p.exists(), "cgroup left: {}", p.display());
+        }
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_rm_exit_codes_stdio_and_spec_flags() {
+    let Some((d, _left)) = setup() else { return };
+    assert_eq!(d.berthctl(&["run", "--rm", "busybox", "r-echo", "echo", "hello"]).ok(), "hello\n");
+    let r = d.berthctl(&["run", "--rm", "busybox", "r-codes", "sh", "-c", "echo out; echo err >&2; exit 5"]);
+    assert_eq!((r.status.code(), r.stdout.as_str(), r.stderr.as_str()), (Some(5), "out\n", "err\n"));
+    let r = ctl_stdin(&d, &["run", "--rm", "busybox", "r-stdin", "sh", "-c", "cat; echo done"], "piped in\n");
+    assert_eq!(r.stdout, "piped in\ndone\n", "{}", r.stderr);
+    let r = d.berthctl(&[
+        "run",
+        "--rm",
+        "--env",
+        "FOO=bar",
+        "-u",
+        "1000:1000",
+        "--cwd",
+        "/tmp",
+        "--hostname",
+        "hh",
+        "busybox",
+        "r-flags",
+        "sh",
+        "-c",
+        "echo $FOO; id -u; id -g; pwd; hostname",
+    ]);
+    assert_eq!(r.ok(), "bar\n1000\n1000\n/tmp\nhh\n");
+    let r = d.berthctl(&[
+        "run",
+        "--rm",
+        "busybox",
+        "r-sec",
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
+    ]);
+    let out = r.ok().to_string();
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "Docker's default capabilities: {out}");
+    assert!(out.contains("NoNewPrivs:\t1") && out.contains("Seccomp:\t2"), "{out}");
+    // Own network namespace: only lo; with --net-host the host's interfaces.
+    assert_eq!(d.berthctl(&["run", "--rm", "busybox", "r-net", "ls", "/sys/class/net"]).ok(), "lo\n");
+    let host =
+        d.berthctl(&["run", "--rm", "--net-host", "busybox", "r-nethost", "ls", "/sys/class/net"]).ok().to_string();
+    assert!(host.lines().count() > 1, "{host}");
+    // /proc/kcore is masked and /proc/sys read-only.
+    let r = d.berthctl(&[
+        "run",
+        "--rm",
+        "busybox",
+        "r-mask",
+        "sh",
+        "-c",
+        "cat /proc/kcore | wc -c; echo 1 > /proc/sys/kernel/domainname",
+    ]);
+    assert_eq!(r.stdout.trim(), "0", "{}", r.stderr);
+    assert!(r.stderr.contains("Read-only"), "{}", r.stderr);
+    assert_nothing_left(&d, &["r-echo", "r-codes", "r-stdin", "r-flags", "r-sec", "r-net", "r-nethost", "r-mask"]);
+}
+
+#[test]
+fn bad_input_fails_clearly() {
+    let Some((d, _left)) = setup() else { return };
+    let err = d.berthctl(&["run", "--rm", "nosuch:image", "r-x", "true"]).err().to_string();
+    assert!(err.contains("not found"), "{err}");
+    let err = d.berthctl(&["run", "--rm", "busybox", "r-nobin", "/no/such/binary"]).err().to_string();
+    assert!(err.contains("not found"), "{err}");
+    d.berthctl(&["run", "-d", "busybox", "r-dup", "sleep", "100"]).ok();
+    let err = d.berthctl(&["run", "-d", "busybox", "r-dup", "true"]).err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+    d.berthctl(&["task", "rm", "-f", "r-dup"]).ok();
+    d.berthctl(&["container", "rm", "r-dup"]).ok();
+    d.berthctl(&["snapshots", "rm", "r-dup"]).ok();
+    assert_nothing_left(&d, &["r-nobin", "r-dup"]);
+}
+
+#[test]
+fn detached_task_exec_pause_kill_and_limits() {
+    let Some((d, _left)) = setup() else { return };
+    d.berthctl(&["run", "-d", "busybox", "r-bg", "sleep", "1000"]).ok();
+    assert!(d.berthctl(&["task", "ls"]).ok().contains("RUNNING"));
+    let r = d.berthctl(&["task", "exec", "r-bg", "sh", "-c", "echo in; echo e >&2; exit 3"]);
+    assert_eq!((r.status.code(), r.stdout.as_str(), r.stderr.as_str()), (Some(3), "in\n", "e\n"));
+    let err = d.berthctl(&["task", "exec", "r-bg", "/missing"]).err().to_string();
+    assert!(err.contains("not found"), "{err}");
+    wait_for("only the init in the cgroup", || d.berthctl(&["task", "ps", "r-bg"]).ok().lines().count() == 2);
+    d.berthctl(&["task", "pause", "r-bg"]).ok();
+    assert!(d.berthctl(&["task", "ls"]).ok().contains("PAUSED"));
+    d.berthctl(&["task", "resume", "r-bg"]).ok();
+    assert!(d.berthctl(&["task", "ls"]).ok().contains("RUNNING"));
+    let metrics = d.berthctl(&["task", "metrics", "r-bg"]).ok().to_string();
+    assert!(metrics.contains("r-bg") && metrics.contains("memory"), "{metrics}");
+    d.berthctl(&["task", "kill", "-s", "KILL", "r-bg"]).ok();
+    wait_for("r-bg to stop", || d.berthctl(&["task", "ls"]).ok().contains("STOPPED"));
+    let err = d.berthctl(&["task", "exec", "r-bg", "true"]).err().to_string();
+    assert!(err.contains("stopped"), "{err}");
+    assert!(d.berthctl(&["task", "rm", "r-bg"]).ok().contains("r-bg 137"));
+    d.berthctl(&["container", "rm", "r-bg"]).ok();
+    d.berthctl(&["snapshots", "rm", "r-bg"]).ok();
+
+    // Memory limit: the hog is OOM-killed and /tasks/oom is published.
+    let mut events = Command::new(bin("berthctl"))
+        .arg("--address")
+        .arg(&d.socket)
+        .args(["events", "topic==/tasks/oom"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = d.berthctl(&["run", "--rm", "--memory-limit", "16m", "busybox", "r-oom", "tail", "/dev/zero"]);
+    assert_eq!(r.status.code(), Some(137), "{}", r.stderr);
+    std::thread::sleep(Duration::from_millis(300));
+    events.kill().unwrap();
+    let seen = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).to_string();
+    assert!(seen.contains("/tasks/oom"), "OOM event: {seen:?}");
+
+    // Pids limit: forks beyond it fail.
+    let r = d.berthctl(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "4",
+        "busybox",
+        "r-pids",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6; do sleep 2 & done 2>/dev/null; wait; echo forks-failed-ok",
+    ]);
+    assert!(r.stderr.contains("fork") || r.status.code() != Some(0), "{} {}", r.stdout, r.stderr);
+    assert_nothing_left(&d, &["r-bg", "r-oom", "r-pids"]);
+}
+
+#[test]
+fn hundred_containers_at_once() {
+    let Some((d, _left)) = setup() else { return };
+    let start = Instant::now();
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let mut cmd = Command::new(bin("berthctl"));
+            cmd.arg("--address").arg(&d.socket).args([
+                "run",
+                "--rm",
+                "busybox",
+                &format!("r-many-{i}"),
+                "echo",
+                &i.to_string(),
+            ]);
+            std::thread::spawn(move || run(&mut cmd))
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let r = h.join().unwrap();
+        assert_eq!(r.ok().trim(), i.to_string());
+    }
+    eprintln!("100 concurrent berthctl run --rm: {:?}", start.elapsed());
+    let ids: Vec<String> = (0..100).map(|i| format!("r-many-{i}")).collect();
+    assert_nothing_left(&d, &ids.iter().map(String::as_str).collect::<Vec<_>>());
+}
