@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_integration::{bin, Daemon, Run};
+use berth_integration::{bin, external_tool, Daemon, Run};
 use berth_proto::containerd::services::content::v1::content_client::ContentClient;
 use berth_proto::containerd::services::content::v1::InfoRequest;
 use berth_proto::containerd::services::diff::v1::diff_client::DiffClient;
@@ -525,4 +525,70 @@ fn ctr_sees_the_differ_plugins() {
         "{out}"
     );
     assert!(out.lines().any(|l| l.contains("io.berth.grpc.v1") && l.contains("diff") && l.contains("ok")), "{out}");
+}
+
+/// Debian's ctr on raw bytes: stdout as bytes (a layer blob), asserting success.
+fn ctr_bytes(d: &Daemon, args: &[&str]) -> Option<Vec<u8>> {
+    let ctr = external_tool("ctr")?;
+    let out = Command::new(ctr)
+        .arg("--address")
+        .arg(&d.socket)
+        .args(args)
+        .env_remove("CONTAINERD_NAMESPACE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Some(out.stdout)
+}
+
+/// The `mount -t TYPE SOURCE TARGET -o OPTIONS` line `ctr snapshots mounts` prints, run.
+fn mount_printed(line: &str) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&words[..2], ["mount", "-t"], "{line}");
+    assert!(Command::new("mount").args(&words[1..]).status().unwrap().success(), "{line}");
+}
+
+#[test]
+fn ctr_snapshots_diff_goes_through_the_diff_service() {
+    require_root!();
+    let d = Daemon::start();
+    let Some(_) = ctr_bytes(&d, &["snapshots", "prepare", "base"]) else { return };
+    let target = d.dir().join("mnt");
+    fs::create_dir(&target).unwrap();
+    let target_s = target.display().to_string();
+
+    // The base snapshot: fill its bind source.
+    let printed = String::from_utf8(ctr_bytes(&d, &["snapshots", "mounts", &target_s, "base"]).unwrap()).unwrap();
+    let source = printed.split_whitespace().nth(3).expect("mount source").to_string();
+    fs::create_dir_all(Path::new(&source).join("etc")).unwrap();
+    fs::create_dir_all(Path::new(&source).join("var/cache")).unwrap();
+    fs::write(Path::new(&source).join("etc/a"), b"a").unwrap();
+    fs::write(Path::new(&source).join("etc/b"), b"b").unwrap();
+    fs::write(Path::new(&source).join("var/cache/junk"), b"junk").unwrap();
+    ctr_bytes(&d, &["snapshots", "commit", "base-c", "base"]).unwrap();
+
+    // The top snapshot, changed through its overlay mount.
+    ctr_bytes(&d, &["snapshots", "prepare", "top", "base-c"]).unwrap();
+    let printed = String::from_utf8(ctr_bytes(&d, &["snapshots", "mounts", &target_s, "top"]).unwrap()).unwrap();
+    mount_printed(printed.trim());
+    let changed = (|| -> std::io::Result<()> {
+        fs::remove_file(target.join("etc/a"))?;
+        fs::write(target.join("etc/c"), b"c")?;
+        fs::remove_dir_all(target.join("var/cache"))?;
+        fs::create_dir(target.join("var/cache"))?;
+        fs::write(target.join("var/cache/fresh"), b"fresh")
+    })();
+    assert!(Command::new("umount").arg(&target).status().unwrap().success());
+    changed.unwrap();
+
+    let blob = ctr_bytes(&d, &["snapshots", "diff", "top"]).unwrap();
+    let gz = d.dir().join("top.tar.gz");
+    fs::write(&gz, &blob).unwrap();
+    let listing = Command::new("tar").arg("-tzf").arg(&gz).output().unwrap();
+    assert!(listing.status.success());
+    let names: Vec<String> = String::from_utf8_lossy(&listing.stdout).lines().map(str::to_string).collect();
+    assert_eq!(
+        names,
+        ["etc/", "etc/.wh.a", "etc/c", "var/", "var/cache/", "var/cache/.wh..wh..opq", "var/cache/fresh"]
+    );
 }
