@@ -266,3 +266,40 @@ fn hundred_containers_at_once() {
     let ids: Vec<String> = (0..100).map(|i| format!("r-many-{i}")).collect();
     assert_nothing_left(&d, &ids.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+/// Runs `cmd` under `script` (a real pty) with a 100x30 terminal; None when script is missing.
+fn in_pty(cmd: &str) -> Option<Run> {
+    if berth_integration::find_on_path("script").is_none() {
+        eprintln!("SKIPPED: script (util-linux) is not installed");
+        return None;
+    }
+    let full = format!("stty cols 100 rows 30; {cmd}");
+    Some(run(Command::new("script").args(["-qec", &full, "/dev/null"])))
+}
+
+#[test]
+fn terminals_for_run_and_exec_with_berthctl_and_ctr() {
+    let Some((d, _left)) = setup() else { return };
+    let ctl = format!("{} --address {}", bin("berthctl").display(), d.socket.display());
+    let Some(r) = in_pty(&format!("{ctl} run -t --rm busybox r-tty sh -c 'tty; stty size; exit 6'")) else { return };
+    assert_eq!(r.status.code(), Some(6), "{}", r.stdout);
+    assert!(r.stdout.contains("/dev/pts/0") && r.stdout.contains("30 100"), "{}", r.stdout);
+
+    d.berthctl(&["run", "-d", "busybox", "r-ttybg", "sleep", "100"]).ok();
+    let r = in_pty(&format!("{ctl} task exec -t r-ttybg sh -c 'tty; exit 7'")).unwrap();
+    assert_eq!(r.status.code(), Some(7), "{}", r.stdout);
+    assert!(r.stdout.contains("/dev/pts/"), "{}", r.stdout);
+    if let Some(ctr) = berth_integration::external_tool("ctr") {
+        let ctr = format!("{} --address {}", ctr.display(), d.socket.display());
+        let r = in_pty(&format!("{ctr} task exec -t --exec-id t1 r-ttybg sh -c 'tty; exit 8'")).unwrap();
+        assert_eq!(r.status.code(), Some(8), "{}", r.stdout);
+        let r = in_pty(&format!("{ctr} run -t --rm docker.io/library/busybox:latest r-ctrtty sh -c 'tty; exit 9'"))
+            .unwrap();
+        assert_eq!(r.status.code(), Some(9), "{}", r.stdout);
+        assert!(r.stdout.contains("/dev/pts/0"), "{}", r.stdout);
+    }
+    d.berthctl(&["task", "rm", "-f", "r-ttybg"]).ok();
+    d.berthctl(&["container", "rm", "r-ttybg"]).ok();
+    d.berthctl(&["snapshots", "rm", "r-ttybg"]).ok();
+    assert_nothing_left(&d, &["r-tty", "r-ttybg", "r-ctrtty"]);
+}

@@ -80,3 +80,108 @@ fn set_nonblocking(f: &File) {
         libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
 }
+
+/// A console socket for a terminal process: libcontainer connects to it while building the
+/// process and sends the pty master over it.
+pub struct ConsoleSocket {
+    path: std::path::PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleSocket {
+    /// Listens at `path` (removed on drop).
+    pub fn bind(path: std::path::PathBuf) -> io::Result<ConsoleSocket> {
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)?;
+        listener.set_nonblocking(true)?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// Where libcontainer connects.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Takes the pty master the process sent (after the build returned).
+    pub fn receive_master(&self) -> io::Result<OwnedFd> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let (conn, _) = loop {
+            match self.listener.accept() {
+                Ok(c) => break c,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(2))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let mut buf = [0u8; 256];
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg =
+            recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).map_err(io::Error::from)?;
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                if let Some(fd) = fds.first() {
+                    // SAFETY: the fd was just received and is owned by nobody else.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+                }
+            }
+        }
+        Err(io::Error::other("no pty master received on the console socket"))
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Copies between a pty master and the process's fifos: stdin fifo → master, master → stdout
+/// fifo. The stdout fifo is released when the pty closes, so readers see EOF.
+pub fn copy_pty(master: &OwnedFd, stdin: &str, stdout: &str) -> io::Result<Option<oneshot::Sender<()>>> {
+    let out_master = File::from(master.try_clone()?);
+    set_nonblocking(&out_master);
+    if !stdout.is_empty() {
+        let out =
+            OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(stdout)?;
+        tokio::spawn(async move {
+            let Ok(mut src) = tokio::net::unix::pipe::Receiver::from_file_unchecked(out_master) else { return };
+            let Ok(mut dst) = tokio::net::unix::pipe::Sender::from_file_unchecked(out) else { return };
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut src, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if dst.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    if stdin.is_empty() {
+        return Ok(None);
+    }
+    let fifo =
+        OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(stdin)?;
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(copy_stdin(fifo, File::from(master.try_clone()?), rx));
+    Ok(Some(tx))
+}
+
+/// Sets the window size of a pty.
+pub fn resize(master: &OwnedFd, width: u32, height: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize { ws_row: height as u16, ws_col: width as u16, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ with a valid winsize on an fd we own.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

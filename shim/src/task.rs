@@ -39,6 +39,11 @@ struct Proc {
     spec_path: Option<PathBuf>,
     /// Exec processes: stdio opened at Exec (clients open their fifo ends before Start).
     io: Option<stdio::ProcessIo>,
+    /// The pty master of a terminal process.
+    console: Option<std::os::fd::OwnedFd>,
+    /// Terminal execs: the stdout fifo held open from Exec to Start, so clients may open
+    /// their end before Start without blocking.
+    hold: Option<std::fs::File>,
 }
 
 impl Proc {
@@ -54,6 +59,8 @@ impl Proc {
             close_stdin: None,
             spec_path: None,
             io: None,
+            console: None,
+            hold: None,
         }
     }
     fn exited(&self) -> Exit {
@@ -350,9 +357,6 @@ impl Task for TaskService {
     async fn create(&self, req: Request<CreateTaskRequest>) -> Result<Response<CreateTaskResponse>, Status> {
         let req = req.into_inner();
         self.check_id(&req.id)?;
-        if req.terminal {
-            return Err(Status::unimplemented("terminal processes are not supported by berth-shim yet"));
-        }
         let mut inner = self.lock();
         if inner.init.is_some() {
             return Err(Status::already_exists(format!("task {:?}", inner.id)));
@@ -376,10 +380,25 @@ impl Task for TaskService {
         }
         let built = (|| {
             restrict_oom_score_adj(&bundle)?;
-            let io = stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?;
-            let container = ContainerBuilder::new(inner.id.clone(), SyscallType::Linux)
+            let builder = ContainerBuilder::new(inner.id.clone(), SyscallType::Linux)
                 .with_root_path(inner.root())
-                .map_err(to_status)?
+                .map_err(to_status)?;
+            if req.terminal {
+                let console = stdio::ConsoleSocket::bind(bundle.join("console.sock"))
+                    .map_err(|e| io_status("console socket", e))?;
+                let container = builder
+                    .with_console_socket(Some(console.path()))
+                    .as_init(&bundle)
+                    .with_systemd(false)
+                    .with_detach(true)
+                    .build()
+                    .map_err(to_status)?;
+                let master = console.receive_master().map_err(|e| io_status("pty", e))?;
+                let close = stdio::copy_pty(&master, &req.stdin, &req.stdout).map_err(|e| io_status("pty io", e))?;
+                return Ok::<_, Status>((container, close, Some(master)));
+            }
+            let io = stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?;
+            let container = builder
                 .with_stdin(io.stdin)
                 .with_stdout(io.stdout)
                 .with_stderr(io.stderr)
@@ -388,9 +407,9 @@ impl Task for TaskService {
                 .with_detach(true)
                 .build()
                 .map_err(to_status)?;
-            Ok::<_, Status>((container, io.close_stdin))
+            Ok::<_, Status>((container, io.close_stdin, None))
         })();
-        let (container, close_stdin) = match built {
+        let (container, close_stdin, console) = match built {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(inner.root().join(&inner.id));
@@ -400,9 +419,10 @@ impl Task for TaskService {
         };
         let pid = container.pid().map_or(0, |p| p.as_raw() as u32);
         inner.cgroup_path = container.spec().map(|c| c.cgroup_path).unwrap_or_default();
-        let mut p = Proc::new(req.stdin, req.stdout, req.stderr, false);
+        let mut p = Proc::new(req.stdin, req.stdout, req.stderr, req.terminal);
         p.pid = pid;
         p.close_stdin = close_stdin;
+        p.console = console;
         inner.init = Some(p);
         inner.container = Some(container);
         inner.claim(pid);
@@ -429,31 +449,49 @@ impl Task for TaskService {
         if inner.init.as_ref().is_none_or(|p| p.exited().is_some() || !p.started) {
             return Err(Status::failed_precondition("cannot start an exec: the task is not running"));
         }
-        let (root, id) = (inner.root(), inner.id.clone());
+        let (root, id, inner_bundle) = (inner.root(), inner.id.clone(), inner.bundle.clone());
         let p = inner.proc_mut(&req.exec_id)?;
         if p.started {
             return Err(Status::failed_precondition(format!("exec {:?} already started", req.exec_id)));
         }
-        let io = match p.io.take() {
-            Some(io) => io,
-            None => stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?,
-        };
         let spec_path = p.spec_path.clone();
-        let pid = ContainerBuilder::new(id, SyscallType::Linux)
-            .with_root_path(root)
-            .map_err(to_status)?
-            .with_stdin(io.stdin)
-            .with_stdout(io.stdout)
-            .with_stderr(io.stderr)
-            .as_tenant()
-            .with_process(spec_path)
-            .with_detach(true)
-            .build()
-            .map_err(to_status)?
-            .as_raw() as u32;
+        let builder = ContainerBuilder::new(id, SyscallType::Linux).with_root_path(root).map_err(to_status)?;
+        let pid = if p.terminal {
+            let console = stdio::ConsoleSocket::bind(inner_bundle.join(format!("{}.console.sock", req.exec_id)))
+                .map_err(|e| io_status("console socket", e))?;
+            let pid = builder
+                .with_console_socket(Some(console.path()))
+                .as_tenant()
+                .with_process(spec_path)
+                .with_detach(true)
+                .build()
+                .map_err(to_status)?
+                .as_raw() as u32;
+            let master = console.receive_master().map_err(|e| io_status("pty", e))?;
+            p.close_stdin = stdio::copy_pty(&master, &p.stdin, &p.stdout).map_err(|e| io_status("pty io", e))?;
+            p.console = Some(master);
+            p.hold = None;
+            pid
+        } else {
+            let io = match p.io.take() {
+                Some(io) => io,
+                None => stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?,
+            };
+            let pid = builder
+                .with_stdin(io.stdin)
+                .with_stdout(io.stdout)
+                .with_stderr(io.stderr)
+                .as_tenant()
+                .with_process(spec_path)
+                .with_detach(true)
+                .build()
+                .map_err(to_status)?
+                .as_raw() as u32;
+            p.close_stdin = io.close_stdin;
+            pid
+        };
         p.pid = pid;
         p.started = true;
-        p.close_stdin = io.close_stdin;
         inner.claim(pid);
         Ok(Response::new(StartResponse { pid }))
     }
@@ -556,9 +594,6 @@ impl Task for TaskService {
         if req.exec_id.is_empty() || req.exec_id.contains('/') {
             return Err(Status::invalid_argument(format!("exec id {:?} is invalid", req.exec_id)));
         }
-        if req.terminal {
-            return Err(Status::unimplemented("terminal processes are not supported by berth-shim yet"));
-        }
         if inner.execs.contains_key(&req.exec_id) {
             return Err(Status::already_exists(format!("exec {:?}", req.exec_id)));
         }
@@ -571,15 +606,26 @@ impl Task for TaskService {
         let path = inner.bundle.join(format!("exec-{}.json", req.exec_id));
         std::fs::write(&path, serde_json::to_vec(&process).map_err(|e| io_status("encode", e))?)
             .map_err(|e| io_status("write exec spec", e))?;
-        let mut p = Proc::new(req.stdin, req.stdout, req.stderr, false);
+        let mut p = Proc::new(req.stdin, req.stdout, req.stderr, req.terminal);
         p.spec_path = Some(path);
-        p.io = Some(stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?);
+        if !req.terminal {
+            p.io = Some(stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?);
+        } else if !p.stdout.is_empty() {
+            let f = std::fs::OpenOptions::new().read(true).write(true).open(&p.stdout);
+            p.hold = Some(f.map_err(|e| io_status("open stdout fifo", e))?);
+        }
         inner.execs.insert(req.exec_id, p);
         Ok(Response::new(()))
     }
 
-    async fn resize_pty(&self, _req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("terminal processes are not supported by berth-shim yet"))
+    async fn resize_pty(&self, req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        let req = req.into_inner();
+        self.check_id(&req.id)?;
+        let mut inner = self.lock();
+        let p = inner.proc_mut(&req.exec_id)?;
+        let master = p.console.as_ref().ok_or_else(|| Status::failed_precondition("process has no terminal"))?;
+        stdio::resize(master, req.width, req.height).map_err(|e| io_status("resize pty", e))?;
+        Ok(Response::new(()))
     }
 
     async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {

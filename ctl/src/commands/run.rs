@@ -371,7 +371,7 @@ pub async fn attach(
 ) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::io::AsyncWriteExt;
     let out = tokio::fs::OpenOptions::new().read(true).open(stdout).await?;
-    let err = tokio::fs::OpenOptions::new().read(true).open(stderr).await?;
+    let err = if stderr.is_empty() { None } else { Some(tokio::fs::OpenOptions::new().read(true).open(stderr).await?) };
     if let Some(path) = fifos_stdin {
         let path = path.to_string();
         let mut tasks = TasksClient::new(client.channel.clone());
@@ -391,8 +391,9 @@ pub async fn attach(
             let _ = tokio::io::copy(&mut out, &mut tokio::io::stdout()).await;
         });
         let b = tokio::spawn(async move {
-            let mut err = err;
-            let _ = tokio::io::copy(&mut err, &mut tokio::io::stderr()).await;
+            if let Some(mut err) = err {
+                let _ = tokio::io::copy(&mut err, &mut tokio::io::stderr()).await;
+            }
         });
         let _ = a.await;
         let _ = b.await;
@@ -448,6 +449,74 @@ async fn image_config(client: &Client, name: &str) -> Result<Value> {
     bail!("image {name}: indexes nest too deep")
 }
 
+/// Puts our terminal in raw mode until dropped.
+pub struct RawTerminal(Option<libc::termios>);
+
+impl RawTerminal {
+    /// Raw mode on stdin when it is a terminal; does nothing otherwise.
+    pub fn enter() -> RawTerminal {
+        // SAFETY: termios calls on fd 0 with valid pointers.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::isatty(0) != 1 || libc::tcgetattr(0, &mut t) != 0 {
+                return RawTerminal(None);
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            RawTerminal(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            // SAFETY: restoring the saved termios of fd 0.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        }
+    }
+}
+
+/// Our terminal's size as (width, height), if stdin is a terminal.
+fn winsize() -> Option<(u32, u32)> {
+    // SAFETY: TIOCGWINSZ into a zeroed winsize.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0)
+            .then_some((ws.ws_col as u32, ws.ws_row as u32))
+    }
+}
+
+/// Sends our terminal size to the process now and on every SIGWINCH.
+pub fn forward_resize(client: &Client, id: &str, exec_id: &str) {
+    let mut tasks = TasksClient::new(client.channel.clone());
+    let make = {
+        let (id, exec_id) = (id.to_string(), exec_id.to_string());
+        move |(width, height): (u32, u32)| ResizePtyRequest {
+            container_id: id.clone(),
+            exec_id: exec_id.clone(),
+            width,
+            height,
+        }
+    };
+    let ns_req = client.request(());
+    let md = ns_req.metadata().clone();
+    tokio::spawn(async move {
+        let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else { return };
+        loop {
+            if let Some(size) = winsize() {
+                let mut req = tonic::Request::new(make(size));
+                *req.metadata_mut() = md.clone();
+                let _ = tasks.resize_pty(req).await;
+            }
+            if sig.recv().await.is_none() {
+                return;
+            }
+        }
+    });
+}
+
 /// Removes the task, container and snapshot of `id` (each step best effort).
 pub async fn cleanup(client: &Client, id: &str, snapshotter: &str) {
     let mut tasks = TasksClient::new(client.channel.clone());
@@ -468,9 +537,6 @@ pub fn exit_with(code: i32) -> ! {
 
 /// Runs `berthctl run`; returns the exit code to exit with.
 pub async fn run(client: &Client, namespace: &str, args: RunArgs) -> Result<i32> {
-    if args.tty {
-        bail!("-t: terminals are not supported by berth-shim yet");
-    }
     let name = normalize_name(&args.image)?;
     let config = image_config(client, &name).await?;
     let spec = make_spec(namespace, &args, &config)?;
@@ -557,10 +623,14 @@ async fn create_container(
 async fn start_task(client: &Client, args: &RunArgs) -> Result<i32> {
     let mut tasks = TasksClient::new(client.channel.clone());
     let fifos = if args.detach { None } else { Some(Fifos::new(&args.id)?) };
-    let (stdin, stdout, stderr) = match &fifos {
+    let (stdin, stdout, mut stderr) = match &fifos {
         Some(f) => (f.stdin.clone(), f.stdout.clone(), f.stderr.clone()),
         None => Default::default(),
     };
+    if args.tty {
+        // A terminal merges stderr into stdout.
+        stderr.clear();
+    }
     let create = CreateTaskRequest {
         container_id: args.id.clone(),
         stdin: stdin.clone(),
@@ -571,9 +641,15 @@ async fn start_task(client: &Client, args: &RunArgs) -> Result<i32> {
     };
     tasks.create(client.request(create)).await.map_err(status_error)?;
     let io = match &fifos {
-        Some(f) => Some(attach(client, Some(&f.stdin), &f.stdout, &f.stderr, &args.id, "").await?),
+        Some(f) => Some(attach(client, Some(&f.stdin), &f.stdout, &stderr, &args.id, "").await?),
         None => None,
     };
+    let raw = (args.tty && !args.detach).then(RawTerminal::enter);
+    if let Some((width, height)) = winsize().filter(|_| args.tty) {
+        // The pty exists from Create on: size it before the process starts.
+        let req = ResizePtyRequest { container_id: args.id.clone(), exec_id: String::new(), width, height };
+        let _ = tasks.resize_pty(client.request(req)).await;
+    }
     let mut waiter = TasksClient::new(client.channel.clone());
     let wait_req = client.request(WaitRequest { container_id: args.id.clone(), exec_id: String::new() });
     let wait = tokio::spawn(async move { waiter.wait(wait_req).await });
@@ -585,10 +661,14 @@ async fn start_task(client: &Client, args: &RunArgs) -> Result<i32> {
         println!("{}", args.id);
         return Ok(0);
     }
+    if args.tty {
+        forward_resize(client, &args.id, "");
+    }
     let code = wait.await?.map_err(status_error)?.into_inner().exit_status;
     if let Some(io) = io {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), io).await;
     }
+    drop(raw);
     drop(fifos);
     if args.rm {
         cleanup(client, &args.id, &args.snapshotter).await;

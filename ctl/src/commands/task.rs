@@ -9,7 +9,7 @@ use berth_proto::containerd::v1::types::Status as ProcStatus;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::run::{attach, Fifos, PROCESS_TYPE_URL};
+use super::run::{attach, forward_resize, Fifos, RawTerminal, PROCESS_TYPE_URL};
 use crate::client::{status_error, Client};
 use crate::table::Table;
 
@@ -183,9 +183,6 @@ pub async fn run(client: &Client, cmd: TaskCommand) -> Result<i32> {
             tasks.kill(client.request(req)).await.map_err(status_error)?;
         }
         TaskCommand::Exec { exec_id, tty, detach, cwd, env, id, args } => {
-            if tty {
-                bail!("-t: terminals are not supported by berth-shim yet");
-            }
             let mut containers = ContainersClient::new(client.channel.clone());
             let c = containers
                 .get(client.request(GetContainerRequest { id: id.clone() }))
@@ -200,7 +197,7 @@ pub async fn run(client: &Client, cmd: TaskCommand) -> Result<i32> {
                 process = serde_json::json!({ "user": {"uid": 0, "gid": 0}, "cwd": "/", "env": [] });
             }
             process["args"] = serde_json::json!(args);
-            process["terminal"] = serde_json::json!(false);
+            process["terminal"] = serde_json::json!(tty);
             if let Some(cwd) = cwd {
                 process["cwd"] = serde_json::json!(cwd);
             }
@@ -209,16 +206,19 @@ pub async fn run(client: &Client, cmd: TaskCommand) -> Result<i32> {
             }
             let exec_id = exec_id.unwrap_or_else(|| format!("exec-{}", std::process::id()));
             let fifos = if detach { None } else { Some(Fifos::new(&exec_id)?) };
-            let (stdin, stdout, stderr) = match &fifos {
+            let (stdin, stdout, mut stderr) = match &fifos {
                 Some(f) => (f.stdin.clone(), f.stdout.clone(), f.stderr.clone()),
                 None => Default::default(),
             };
+            if tty {
+                stderr.clear();
+            }
             let req = ExecProcessRequest {
                 container_id: id.clone(),
                 stdin,
                 stdout,
-                stderr,
-                terminal: false,
+                stderr: stderr.clone(),
+                terminal: tty,
                 spec: Some(prost_types::Any {
                     type_url: PROCESS_TYPE_URL.into(),
                     value: serde_json::to_vec(&process)?,
@@ -227,9 +227,10 @@ pub async fn run(client: &Client, cmd: TaskCommand) -> Result<i32> {
             };
             tasks.exec(client.request(req)).await.map_err(status_error)?;
             let io = match &fifos {
-                Some(f) => Some(attach(client, Some(&f.stdin), &f.stdout, &f.stderr, &id, &exec_id).await?),
+                Some(f) => Some(attach(client, Some(&f.stdin), &f.stdout, &stderr, &id, &exec_id).await?),
                 None => None,
             };
+            let raw = (tty && !detach).then(RawTerminal::enter);
             let mut waiter = TasksClient::new(client.channel.clone());
             let wreq = client.request(WaitRequest { container_id: id.clone(), exec_id: exec_id.clone() });
             let wait = tokio::spawn(async move { waiter.wait(wreq).await });
@@ -243,10 +244,14 @@ pub async fn run(client: &Client, cmd: TaskCommand) -> Result<i32> {
                 println!("{exec_id}");
                 return Ok(0);
             }
+            if tty {
+                forward_resize(client, &id, &exec_id);
+            }
             let code = wait.await?.map_err(status_error)?.into_inner().exit_status;
             if let Some(io) = io {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), io).await;
             }
+            drop(raw);
             let _ = tasks.delete_process(client.request(DeleteProcessRequest { container_id: id, exec_id })).await;
             return Ok(code as i32);
         }
