@@ -126,19 +126,31 @@ pub fn bind_socket(path: &Path, uid: u32, gid: u32) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn shutdown_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT handlers, installed before the socket exists so that a signal sent as
+/// soon as the daemon answers is never met by the default action (death).
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Waits for either signal and names it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Runs the daemon until a shutdown signal.
 pub async fn run(config: Config) -> Result<()> {
+    let mut signals = ShutdownSignals::install()?;
     let socket = config.socket_path()?;
     make_dir(&config.root)?;
     make_dir(&config.state)?;
@@ -186,7 +198,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let why = tokio::select! {
         res = &mut server => { res?; "server stopped" }
-        sig = shutdown_signal() => sig?,
+        sig = signals.recv() => sig,
     };
     tracing::info!(signal = why, "shutting down");
     let _ = stop_tx.send(());
