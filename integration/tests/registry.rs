@@ -97,6 +97,11 @@ fn push_remove_pull_round_trip_over_plain_http() {
     assert!(again.stdout.contains("exists"), "{}", again.stdout);
     assert!(!again.stdout.contains("downloading"), "{}", again.stdout);
 
+    // The pulled image runs: the whiteout layer's view of /data is what the container sees.
+    let out =
+        d.berthctl(&["run", "--rm", &name, "rt-run", "sh", "-c", "cat /data/new; test ! -e /data/gone && echo gone"]);
+    assert_eq!(out.ok(), "added by the third layer\ngone\n");
+
     // Pushing it again finds every blob there.
     let r = d.berthctl(&["image", "push", &name]);
     assert_eq!(printed_digest(&r), img.target.digest);
