@@ -21,7 +21,7 @@ ifeq ($(shell id -u),0)
 export BERTH_REQUIRE_TOOLS ?= 1
 endif
 
-.PHONY: all build release run test deps lint unit bench install clean test-images
+.PHONY: all build release run test deps lint bench install clean test-images
 
 all: build
 

@@ -173,7 +173,6 @@ pub static PLUGINS: &[Registration] = &[
         init: services::unpack::init,
     },
     // After the unpacker in this list: it is used when loaded, not required.
-    // After the unpacker in this list: it is used when loaded, not required.
     Registration {
         plugin_type: TRANSFER,
         id: "distribution",
