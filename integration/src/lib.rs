@@ -6,6 +6,7 @@ pub mod images;
 
 pub mod bench;
 pub mod grpc;
+pub mod leftovers;
 pub mod registry;
 
 use std::fs;

@@ -11,30 +11,16 @@
 //!   berthd vs by containerd (the same client against both daemons).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use super::daemon::{start_berthd, start_containerd};
-use super::{median, Report, Row};
+use super::{berthctl, median, run_ok, Report, Row};
+use crate::find_on_path;
 use crate::images::{write_big_image, BigImageSpec, TestImage};
-use crate::{bin, find_on_path};
 
 const RUNS: usize = 3;
 const IMAGE: &str = "docker.io/berth/bench:latest";
-
-fn run_ok(cmd: &mut Command) -> f64 {
-    let t = Instant::now();
-    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("spawn");
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    ms
-}
-
-fn berthctl(socket: &Path) -> Command {
-    let mut c = Command::new(bin("berthctl"));
-    c.arg("--address").arg(socket);
-    c
-}
 
 fn ctr(socket: &Path) -> Option<Command> {
     let mut c = Command::new(find_on_path("ctr")?);

@@ -64,6 +64,22 @@ impl Report {
     }
 }
 
+/// Runs `cmd` to success (panicking with its stderr otherwise) and returns milliseconds.
+pub(crate) fn run_ok(cmd: &mut std::process::Command) -> f64 {
+    let t = Instant::now();
+    let out = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).output().expect("spawn");
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    ms
+}
+
+/// `berthctl --address SOCKET`.
+pub(crate) fn berthctl(socket: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(crate::bin("berthctl"));
+    c.arg("--address").arg(socket);
+    c
+}
+
 /// Median of samples (sorted copy).
 pub fn median(samples: &[f64]) -> f64 {
     let mut s = samples.to_vec();

@@ -4,31 +4,17 @@
 //! beside it with its own root) vs the floor, `curl` of the same blobs then `tar -xzf` of each.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use super::daemon::{start_berthd, start_containerd};
-use super::{median, Report, Row};
+use super::{berthctl, median, run_ok, Report, Row};
+use crate::find_on_path;
 use crate::images::{write_big_image, BigImageSpec, TestImage};
 use crate::registry::Registry;
-use crate::{bin, find_on_path};
 
 const RUNS: usize = 5;
 const LOCAL_NAME: &str = "docker.io/berth/pull-bench:latest";
-
-fn run_ok(cmd: &mut Command) -> f64 {
-    let t = Instant::now();
-    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("spawn");
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    ms
-}
-
-fn berthctl(socket: &Path) -> Command {
-    let mut c = Command::new(bin("berthctl"));
-    c.arg("--address").arg(socket);
-    c
-}
 
 /// The bench image, built once (its description is kept beside the archives).
 fn bench_image(dir: &Path) -> TestImage {
