@@ -210,3 +210,16 @@ fn ctr_import_unpacks_through_snapshots_and_diff_services() {
     assert!(names.contains(&ours.chain_id));
     with_rootfs(&d, "overlayfs", &ours.chain_id, check_multilayer_tree);
 }
+
+#[test]
+fn without_overlayfs_import_unpacks_into_native() {
+    let Some(set) = test_images() else { return };
+    let d = Daemon::start_with(berth_integration::DaemonOptions {
+        config: Some("version = 1\ndisabled_plugins = [\"io.berth.snapshotter.v1.overlayfs\"]\n".into()),
+        ..Default::default()
+    });
+    let archive = set.path(&set.get("busybox").docker_archive);
+    let out = d.berthctl(&["image", "import", archive.to_str().unwrap()]);
+    assert!(out.ok().contains(BUSYBOX), "{}", out.stdout);
+    assert_eq!(committed(&d, "native").len(), 1);
+}

@@ -231,9 +231,11 @@ impl TransferPlugin {
         progress: berth_distribution::Progress,
     ) -> Result<TransferResult, Error> {
         let name = berth_core::reference::normalize(&req.name).unwrap_or_else(|_| req.name.clone());
-        let (meta, ns2, n2) = (self.meta.clone(), ns.to_string(), name.clone());
+        let (meta, ns2, n2, raw) = (self.meta.clone(), ns.to_string(), name.clone(), req.name.clone());
+        // The normalized name first, then the name as given (images created by other clients,
+        // e.g. ctr, may be stored under a short name).
         let image =
-            tokio::task::spawn_blocking(move || meta.get_image(&ns2, &n2).or_else(|_| meta.get_image(&ns2, &n2)))
+            tokio::task::spawn_blocking(move || meta.get_image(&ns2, &n2).or_else(|_| meta.get_image(&ns2, &raw)))
                 .await
                 .map_err(|e| Error::internal(e.to_string()))??;
         let reference = if req.reference.is_empty() { name.clone() } else { req.reference.clone() };

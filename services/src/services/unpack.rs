@@ -75,8 +75,16 @@ pub fn init_unpacker(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let parallelism = if cfg.parallelism == 0 { (cores * 2).max(4) } else { cfg.parallelism };
     let snapshotters = super::snapshots::snapshotters(ctx);
+    let mut cfg = cfg;
     if !snapshotters.contains_key(&cfg.snapshotter) {
-        return Err(InitError::Skip(format!("default snapshotter {:?} is not loaded", cfg.snapshotter)));
+        // Where overlayfs cannot run, the built-in default falls back to native rather than
+        // leaving the host without unpack; an explicitly configured one must exist.
+        if cfg.snapshotter == UnpackConfig::default().snapshotter && snapshotters.contains_key("native") {
+            tracing::info!("overlayfs is not loaded; unpacking into the native snapshotter");
+            cfg.snapshotter = "native".into();
+        } else {
+            return Err(InitError::Skip(format!("default snapshotter {:?} is not loaded", cfg.snapshotter)));
+        }
     }
     ctx.exports.insert("snapshotter".into(), cfg.snapshotter.clone());
     ctx.exports.insert("parallelism".into(), parallelism.to_string());
