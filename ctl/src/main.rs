@@ -82,10 +82,6 @@ enum Command {
 }
 
 fn main() {
-    // Die quietly when the reader of our output goes away (`berthctl ... | head`), as CLI
-    // tools do, instead of panicking on a write to a closed pipe.
-    // SAFETY: restoring the default disposition of one signal before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
