@@ -10,6 +10,7 @@ pub mod image;
 pub mod labels;
 pub mod platform;
 pub mod reference;
+pub mod time;
 
 pub use descriptor::Descriptor;
 pub use digest::Digest;

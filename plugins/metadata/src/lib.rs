@@ -29,8 +29,9 @@ mod leases;
 mod namespaces;
 mod store;
 
+pub use berth_core::time::parse_rfc3339;
 pub use containers::{AnyValue, Container, ContainerRuntime, SPEC_TYPE_URL};
 pub use images::Image;
-pub use leases::{parse_rfc3339, Lease, LeaseResource, EXPIRE_LABEL};
+pub use leases::{Lease, LeaseResource, EXPIRE_LABEL};
 pub use namespaces::{Namespace, NamespaceRecord};
 pub use store::{Kind, MetadataConfig, MetadataStore, NamespaceTx, SCHEMA_VERSION};

@@ -462,19 +462,7 @@ fn tempdir_in(parent: &std::path::Path) -> Result<TempDir> {
 
 /// RFC 3339 UTC time `d` from now (lease expiry labels).
 pub fn rfc3339_in(d: Duration) -> String {
-    let secs =
-        (std::time::SystemTime::now() + d).duration_since(std::time::UNIX_EPOCH).map_or(0, |x| x.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    berth_core::time::format_rfc3339(std::time::SystemTime::now() + d)
 }
 
 #[cfg(test)]
