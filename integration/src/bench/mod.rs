@@ -3,6 +3,7 @@
 pub mod daemon;
 pub mod image;
 pub mod pull;
+pub mod run;
 
 use std::time::{Duration, Instant};
 
