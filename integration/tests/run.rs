@@ -1,8 +1,10 @@
 //! `berthctl run` and `berthctl task` with real containers: exit codes, stdout and stderr
 //! apart, stdin, spec flags (env, user, cwd, hostname, host network), Docker's capability set,
-//! no_new_privs and seccomp, memory limit → OOM kill reported, pids limit, pause/resume,
-//! exec (incl. a missing binary and a stopped task), bad input, 100 containers at once, and
-//! nothing left behind. Cleans up shims, container processes, mounts and cgroups on panic.
+//! no_new_privs and Docker's default seccomp profile (refused calls fail with EPERM, ordinary
+//! work and capability-gated calls still run), memory limit → OOM kill reported, pids limit,
+//! pause/resume, exec (incl. a missing binary and a stopped task), bad input, 100 containers
+//! at once, and nothing left behind. Cleans up shims, container processes, mounts and cgroups
+//! on panic.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -124,6 +126,33 @@ fn run_rm_exit_codes_stdio_and_spec_flags() {
     assert_eq!(r.stdout.trim(), "0", "{}", r.stderr);
     assert!(r.stderr.contains("Read-only"), "{}", r.stderr);
     assert_nothing_left(&d, &["r-echo", "r-codes", "r-stdin", "r-flags", "r-sec", "r-net", "r-nethost", "r-mask"]);
+}
+
+#[test]
+fn docker_default_seccomp_profile() {
+    let Some((d, _left)) = setup() else { return };
+    // unshare(2) is outside the allow-list without CAP_SYS_ADMIN, even for a user namespace,
+    // which needs no capability: seccomp refuses it with EPERM.
+    let err = d.berthctl(&["run", "--rm", "busybox", "r-sc-unshare", "unshare", "-U", "true"]).err().to_string();
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let r = d.berthctl(&["run", "--rm", "busybox", "r-sc-mount", "mount", "-t", "tmpfs", "none", "/mnt"]);
+    let err = r.err().to_lowercase();
+    assert!(err.contains("permission denied") || err.contains("not permitted"), "{err}");
+    // What Docker allows still works: fork (clone without namespace flags passes the masked
+    // rule), the PER_LINUX32 persona, chroot (CAP_SYS_CHROOT is a default capability), the
+    // clock and CPU count.
+    let r = d.berthctl(&[
+        "run",
+        "--rm",
+        "busybox",
+        "r-sc-ok",
+        "sh",
+        "-c",
+        "echo ok; (echo forked) & wait; linux32 true && echo persona; chroot / true && echo chroot; \
+         nproc >/dev/null && date +%Y >/dev/null && echo clock",
+    ]);
+    assert_eq!(r.ok(), "ok\nforked\npersona\nchroot\nclock\n", "{}", r.stderr);
+    assert_nothing_left(&d, &["r-sc-unshare", "r-sc-mount", "r-sc-ok"]);
 }
 
 /// Removes a container's rootfs snapshot; the collection that the container's removal

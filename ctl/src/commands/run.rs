@@ -134,85 +134,8 @@ fn parse_mount(s: &str) -> Result<Value> {
     Ok(json!({ "destination": dst, "type": "bind", "source": src, "options": options }))
 }
 
-/// Docker's default capability set.
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-/// Syscalls Docker's default seccomp profile leaves out (it is an allow-list; this deny-list
-/// blocks the same dangerous calls with EPERM).
-const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "stime",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
-];
-
-fn default_seccomp() -> Value {
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": [{ "names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }],
-    })
-}
-
-/// The OCI spec of a container: Docker-like defaults, the image config, then the flags.
+/// The OCI spec of a container: Docker's defaults (`berth_oci`), the image config, then the
+/// flags.
 pub fn make_spec(ns: &str, args: &RunArgs, image_config: &Value) -> Result<Value> {
     let cfg = &image_config["config"];
     let strings = |v: &Value| -> Vec<String> {
@@ -251,21 +174,8 @@ pub fn make_spec(ns: &str, args: &RunArgs, image_config: &Value) -> Result<Value
             (uid, gid)
         }
     };
-    let caps = DEFAULT_CAPS;
-    let mut namespaces =
-        vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
-    if !args.net_host {
-        namespaces.push(json!({"type": "network"}));
-    }
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-    ];
+    let caps = berth_oci::DEFAULT_CAPS;
+    let mut mounts = berth_oci::default_mounts();
     for m in &args.mounts {
         mounts.push(parse_mount(m)?);
     }
@@ -300,7 +210,7 @@ pub fn make_spec(ns: &str, args: &RunArgs, image_config: &Value) -> Result<Value
             "env": env,
             "cwd": cwd.unwrap_or_else(|| "/".into()),
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "rlimits": berth_oci::default_rlimits(),
             "noNewPrivileges": true,
         },
         "root": {"path": "rootfs", "readonly": false},
@@ -309,11 +219,10 @@ pub fn make_spec(ns: &str, args: &RunArgs, image_config: &Value) -> Result<Value
         "linux": {
             "resources": resources,
             "cgroupsPath": format!("/berth/{ns}/{}", args.id),
-            "namespaces": namespaces,
-            "seccomp": default_seccomp(),
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            "namespaces": berth_oci::default_namespaces(args.net_host),
+            "seccomp": berth_oci::default_profile(caps),
+            "maskedPaths": berth_oci::masked_paths(),
+            "readonlyPaths": berth_oci::readonly_paths(),
         },
     }))
 }
