@@ -47,6 +47,24 @@ pub mod berth {
     }
 }
 
+/// io.containerd.cgroups.*: the cgroup statistics carried in `containerd.types.Metric`'s data.
+pub mod io {
+    /// io.containerd.
+    pub mod containerd {
+        /// io.containerd.cgroups.
+        pub mod cgroups {
+            /// io.containerd.cgroups.v1: cgroup v1 (and hybrid) hosts.
+            pub mod v1 {
+                tonic::include_proto!("io.containerd.cgroups.v1");
+            }
+            /// io.containerd.cgroups.v2: pure cgroup v2 hosts.
+            pub mod v2 {
+                tonic::include_proto!("io.containerd.cgroups.v2");
+            }
+        }
+    }
+}
+
 /// google.rpc types.
 pub mod google {
     /// google.rpc.
@@ -151,5 +169,16 @@ pub mod containerd {
                 tonic::include_proto!("containerd.services.version.v1");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::io::containerd::cgroups::{v1, v2};
+
+    #[test]
+    fn cgroup_metrics_pack_under_containerd_type_urls() {
+        assert_eq!(crate::to_any(&v1::Metrics::default()).type_url, "io.containerd.cgroups.v1.Metrics");
+        assert_eq!(crate::to_any(&v2::Metrics::default()).type_url, "io.containerd.cgroups.v2.Metrics");
     }
 }
