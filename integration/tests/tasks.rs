@@ -1,7 +1,8 @@
 //! Tasks through Debian's `ctr` against berthd and real berth-shims: `ctr run --rm` output and
 //! exit codes, a detached task with exec (and a missing binary), ps, pause/resume, kill,
-//! delete, and berthd restarts that reconnect to running shims. Every test cleans up its
-//! shims, container processes, mounts and cgroups, also when it panics.
+//! delete, berthd restarts that reconnect to running shims, `ctr`/`berthctl task metrics`
+//! with real limits, and /tasks/oom for an OOM kill while the task keeps running. Every test
+//! cleans up its shims, container processes, mounts and cgroups, also when it panics.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -141,4 +142,141 @@ fn running_tasks_survive_a_berthd_restart() {
         std::panic::resume_unwind(p);
     }
     assert!(bundles(&d.state).is_empty());
+}
+
+/// `berthctl events` for the given filters, its lines collected as they arrive.
+struct EventLog {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl EventLog {
+    fn start(d: &Daemon, filters: &[&str]) -> EventLog {
+        use std::io::BufRead;
+        let mut child = Command::new(bin("berthctl"))
+            .arg("--address")
+            .arg(&d.socket)
+            .arg("events")
+            .args(filters)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        // The subscription is in place once berthctl has connected; give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        EventLog { child, lines }
+    }
+
+    /// The topics of the events about container `id`, in order.
+    fn topics_of(&self, id: &str) -> Vec<String> {
+        let needle = format!("container_id: \"{id}\"");
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .map(String::from)
+            .collect()
+    }
+
+    fn all(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `METRIC VALUE` pairs of a metrics table (ctr's or berthctl's, whose value is the last column).
+fn metric(table: &str, name: &str) -> Option<String> {
+    table.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        let at = fields.iter().position(|f| *f == name)?;
+        fields.get(at + 1).map(|v| v.to_string())
+    })
+}
+
+#[test]
+fn task_metrics_with_ctr_and_berthctl() {
+    let Some((d, _left)) = setup() else { return };
+    // Ids name cgroups (berth/default/<id>), which other test processes' daemons share.
+    let id = &format!("m-limits-{}", std::process::id());
+    d.berthctl(&["run", "-d", "--memory-limit", "32m", "--pids-limit", "20", "busybox", id, "sleep", "1000"]).ok();
+    // ctr decodes io.containerd.cgroups.v1.Metrics (this host is cgroup v1 or hybrid) and
+    // prints its table.
+    let table = ctr(&d, &["task", "metrics", id]).ok().to_string();
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(metric(&table, "memory.limit_in_bytes").as_deref(), Some("33554432"), "{table}");
+        let usage: u64 = metric(&table, "memory.usage_in_bytes").unwrap().parse().unwrap();
+        assert!(usage > 0, "{table}");
+        let cpu: u64 = metric(&table, "cpuacct.usage").unwrap().parse().unwrap();
+        assert!(cpu > 0, "{table}");
+        let pids: u64 = metric(&table, "pids.current").unwrap().parse().unwrap();
+        assert!(pids >= 1, "{table}");
+        assert_eq!(metric(&table, "pids.limit").as_deref(), Some("20"), "{table}");
+    } else {
+        assert_eq!(metric(&table, "memory.usage_limit").as_deref(), Some("33554432"), "{table}");
+        assert_eq!(metric(&table, "pids.limit").as_deref(), Some("20"), "{table}");
+    }
+
+    let table = d.berthctl(&["task", "metrics", id]).ok().to_string();
+    assert!(table.starts_with("TASK"), "{table}");
+    let limit = metric(&table, "memory.limit_in_bytes").or_else(|| metric(&table, "memory.max"));
+    assert_eq!(limit.as_deref(), Some("33554432"), "{table}");
+    let pids: u64 = metric(&table, "pids.current").unwrap().parse().unwrap();
+    assert!(pids >= 1, "{table}");
+    assert_eq!(metric(&table, "pids.max").as_deref(), Some("20"), "{table}");
+    // All tasks when no id is given; an unknown id is an error.
+    assert!(d.berthctl(&["task", "metrics"]).ok().contains(id.as_str()));
+    d.berthctl(&["task", "metrics", "m-nosuch"]).err();
+
+    d.berthctl(&["task", "rm", "-f", id]).ok();
+    d.berthctl(&["container", "rm", id]).ok();
+    assert!(bundles(&d.state).is_empty(), "bundles left: {:?}", bundles(&d.state));
+}
+
+#[test]
+fn oom_kill_of_a_child_is_reported_while_the_task_runs() {
+    let Some(set) = test_images() else { return };
+    let d = Daemon::start();
+    let _left = Leftovers(d.state.clone());
+    d.berthctl(&["image", "import", set.path(&set.get("busybox").docker_archive).to_str().unwrap()]).ok();
+    let events = EventLog::start(&d, &["topic==/tasks/oom", "topic==/tasks/exit"]);
+    let (child, init) = (&format!("oom-child-{}", std::process::id()), &format!("oom-init-{}", std::process::id()));
+
+    // The hog (a child of the init) is OOM-killed; the init survives and exits 3 later.
+    let r = d.berthctl(&[
+        "run",
+        "--rm",
+        "--memory-limit",
+        "24m",
+        "busybox",
+        child,
+        "sh",
+        "-c",
+        "tail /dev/zero; sleep 2; exit 3",
+    ]);
+    assert_eq!(r.status.code(), Some(3), "the init is not what was killed: {}", r.stderr);
+    wait_for("the exit event", || events.topics_of(child).iter().any(|t| t == "/tasks/exit"));
+    assert_eq!(events.topics_of(child), ["/tasks/oom", "/tasks/exit"], "{}", events.all());
+
+    // The init itself is killed: reported once, by the watch or the check at exit, before
+    // the exit.
+    let r = d.berthctl(&["run", "--rm", "--memory-limit", "24m", "busybox", init, "tail", "/dev/zero"]);
+    assert_eq!(r.status.code(), Some(137), "{}", r.stderr);
+    wait_for("the exit event", || events.topics_of(init).iter().any(|t| t == "/tasks/exit"));
+    assert_eq!(events.topics_of(init), ["/tasks/oom", "/tasks/exit"], "{}", events.all());
+    assert!(bundles(&d.state).is_empty(), "bundles left: {:?}", bundles(&d.state));
 }

@@ -7,6 +7,8 @@
 //! The fork happens before any thread exists; libcontainer's own forks run synchronously on
 //! the runtime's only thread, so no reaping races them.
 
+mod metrics;
+mod oom;
 mod stdio;
 mod task;
 

@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::stdio;
+use crate::oom::{Check, OomCounter, OomWatch};
+use crate::{metrics, stdio};
 
 type Exit = Option<(u32, SystemTime)>;
 
@@ -90,6 +91,12 @@ struct Inner {
     events: VecDeque<Event>,
     seq: u64,
     subscribers: Vec<mpsc::UnboundedSender<Result<Event, Status>>>,
+    /// The OOM kill counter of the container's cgroup, once created.
+    oom: Option<OomCounter>,
+    /// OOM kills already reported as /tasks/oom.
+    ooms_reported: u64,
+    /// Reports OOM kills while the container runs; dropped at Delete.
+    oom_watch: Option<OomWatch>,
 }
 
 /// The shim's task service.
@@ -159,18 +166,6 @@ fn restrict_oom_score_adj(bundle: &Path) -> Result<(), Status> {
     Ok(())
 }
 
-/// Whether the memory controller of `cgroup` counted an OOM kill (v1 and v2).
-fn oom_killed(cgroup: &Path) -> bool {
-    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
-    let candidates = [
-        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
-        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-    ];
-    candidates.iter().filter_map(|p| std::fs::read_to_string(p).ok()).any(|text| {
-        text.lines().any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0) > 0)
-    })
-}
-
 impl Inner {
     fn root(&self) -> PathBuf {
         self.bundle.join("runtime")
@@ -209,9 +204,8 @@ impl Inner {
         let now = SystemTime::now();
         let id = self.id.clone();
         if self.init.as_ref().is_some_and(|p| p.pid == pid && p.exited().is_none()) {
-            if oom_killed(&self.cgroup_path) {
-                self.queue("/tasks/oom", &TaskOom { container_id: id.clone() });
-            }
+            // The watch may not have seen an OOM kill of the init yet: report it before the exit.
+            self.check_oom();
             if let Some(p) = self.init.as_mut() {
                 p.exit.send_replace(Some((code, now)));
                 p.close_stdin.take();
@@ -243,6 +237,39 @@ impl Inner {
                 self.unclaimed.insert(pid, code);
             }
         }
+    }
+
+    /// Queues /tasks/oom when the cgroup's OOM kill counter went past what was reported.
+    fn check_oom(&mut self) -> Check {
+        let Some(count) = self.oom.as_ref().map(OomCounter::read) else { return Check::Gone };
+        match count {
+            None => Check::Gone,
+            Some(n) if n > self.ooms_reported => {
+                self.ooms_reported = n;
+                let id = self.id.clone();
+                self.queue("/tasks/oom", &TaskOom { container_id: id });
+                Check::Reported
+            }
+            Some(_) => Check::Unchanged,
+        }
+    }
+
+    /// Starts reporting OOM kills in the new container's cgroup as they happen.
+    fn watch_oom(&mut self, svc: &TaskService) {
+        let counter = match OomCounter::for_cgroup(&self.cgroup_path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("berth-shim: oom counter: {e}");
+                return;
+            }
+        };
+        self.ooms_reported = counter.read().unwrap_or(0);
+        let svc = svc.clone();
+        match crate::oom::watch(&counter, move || svc.lock().check_oom()) {
+            Ok(w) => self.oom_watch = Some(w),
+            Err(e) => eprintln!("berth-shim: oom watch on {}: {e}", self.cgroup_path.display()),
+        }
+        self.oom = Some(counter);
     }
 
     /// Applies an exit reaped before the process's pid was recorded.
@@ -281,6 +308,9 @@ impl TaskService {
             events: VecDeque::new(),
             seq: 0,
             subscribers: Vec::new(),
+            oom: None,
+            ooms_reported: 0,
+            oom_watch: None,
         };
         (TaskService { inner: Arc::new(Mutex::new(inner)), shutdown: Arc::new(Mutex::new(Some(tx))) }, rx)
     }
@@ -419,6 +449,7 @@ impl Task for TaskService {
         };
         let pid = container.pid().map_or(0, |p| p.as_raw() as u32);
         inner.cgroup_path = container.spec().map(|c| c.cgroup_path).unwrap_or_default();
+        inner.watch_oom(self);
         let mut p = Proc::new(req.stdin, req.stdout, req.stderr, req.terminal);
         p.pid = pid;
         p.close_stdin = close_stdin;
@@ -522,6 +553,7 @@ impl Task for TaskService {
             return Err(Status::failed_precondition("task is still running: kill it first"));
         }
         let (pid, exit) = (p.pid, p.exited());
+        inner.oom_watch = None;
         if let Some(mut c) = inner.container.take() {
             // Kills a created-but-never-started init and removes cgroups and state.
             if let Err(e) = c.delete(true) {
@@ -672,12 +704,15 @@ impl Task for TaskService {
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
         self.check_id(&req.get_ref().id)?;
-        let inner = self.lock();
-        let stats = inner.cgroup_manager()?.stats().map_err(|e| io_status("cgroup stats", e))?;
-        let value = serde_json::to_vec(&stats).map_err(|e| io_status("encode stats", e))?;
-        Ok(Response::new(StatsResponse {
-            stats: Some(prost_types::Any { type_url: "berth.types/cgroups.Stats+json".into(), value }),
-        }))
+        let cgroup = self.lock().cgroup_path.clone();
+        if cgroup.as_os_str().is_empty() {
+            return Err(Status::failed_precondition("the task has no cgroup yet"));
+        }
+        let stats = metrics::collect(&cgroup).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Status::not_found(e.to_string()),
+            _ => io_status("cgroup stats", e),
+        })?;
+        Ok(Response::new(StatsResponse { stats: Some(stats) }))
     }
 
     async fn connect(&self, req: Request<ConnectRequest>) -> Result<Response<ConnectResponse>, Status> {
@@ -700,6 +735,7 @@ impl Task for TaskService {
         }
         if req.now {
             let mut inner = self.lock();
+            inner.oom_watch = None;
             if let Some(mut c) = inner.container.take() {
                 let _ = c.delete(true);
             }

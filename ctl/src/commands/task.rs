@@ -80,7 +80,7 @@ pub enum TaskCommand {
         /// Task id.
         id: String,
     },
-    /// Print cgroup statistics of tasks as JSON.
+    /// Print cgroup statistics of tasks: memory, cpu, pids, block I/O.
     Metrics {
         /// Task ids (all when none).
         ids: Vec<String>,
@@ -133,6 +133,107 @@ pub fn parse_signal(s: &str) -> Result<u32> {
         _ => bail!("unknown signal {s:?}"),
     };
     Ok(n as u32)
+}
+
+/// A limit as cgroups write "no limit": v1's largest page-aligned i64, v2's `max` (u64::MAX),
+/// pids' 0.
+fn limit(v: u64) -> String {
+    if v == 0 || v >= 0x7fff_ffff_ffff_f000 {
+        "max".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// The rows `task metrics` shows for one task's cgroup statistics (containerd's cgroup v1 or
+/// v2 metrics message), named after the cgroup files they come from.
+fn metric_rows(data: &prost_types::Any) -> Vec<(String, String)> {
+    use berth_proto::io::containerd::cgroups::{v1, v2};
+    use prost::{Message, Name};
+
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut add = |name: &str, value: String| rows.push((name.to_string(), value));
+    if data.type_url == v1::Metrics::full_name() {
+        let Ok(m) = v1::Metrics::decode(data.value.as_slice()) else {
+            return vec![("error".into(), format!("undecodable {}", data.type_url))];
+        };
+        if let Some(mem) = &m.memory {
+            let usage = mem.usage.unwrap_or_default();
+            add("memory.usage_in_bytes", usage.usage.to_string());
+            add("memory.limit_in_bytes", limit(usage.limit));
+            add("memory.max_usage_in_bytes", usage.max.to_string());
+            add("memory.failcnt", usage.failcnt.to_string());
+            add("memory.stat.total_rss", mem.total_rss.to_string());
+            add("memory.stat.total_cache", mem.total_cache.to_string());
+        }
+        if let Some(oom) = &m.memory_oom_control {
+            add("memory.oom_control.oom_kill", oom.oom_kill.to_string());
+        }
+        if let Some(usage) = m.cpu.as_ref().and_then(|c| c.usage.as_ref()) {
+            add("cpuacct.usage", usage.total.to_string());
+            add("cpuacct.usage_user", usage.user.to_string());
+            add("cpuacct.usage_sys", usage.kernel.to_string());
+            let per_cpu: Vec<String> = usage.per_cpu.iter().map(u64::to_string).collect();
+            add("cpuacct.usage_percpu", per_cpu.join(" "));
+        }
+        if let Some(t) = m.cpu.as_ref().and_then(|c| c.throttling.as_ref()) {
+            add("cpu.stat.nr_throttled", t.throttled_periods.to_string());
+        }
+        if let Some(p) = &m.pids {
+            add("pids.current", p.current.to_string());
+            add("pids.max", limit(p.limit));
+        }
+        if let Some(b) = &m.blkio {
+            let sum = |op: &str| {
+                b.io_service_bytes_recursive
+                    .iter()
+                    .filter(|e| e.op.eq_ignore_ascii_case(op))
+                    .map(|e| e.value)
+                    .sum::<u64>()
+            };
+            add("blkio.read_bytes", sum("read").to_string());
+            add("blkio.write_bytes", sum("write").to_string());
+        }
+        for h in &m.hugetlb {
+            add(&format!("hugetlb.{}.usage_in_bytes", h.pagesize), h.usage.to_string());
+        }
+    } else if data.type_url == v2::Metrics::full_name() {
+        let Ok(m) = v2::Metrics::decode(data.value.as_slice()) else {
+            return vec![("error".into(), format!("undecodable {}", data.type_url))];
+        };
+        if let Some(mem) = &m.memory {
+            add("memory.current", mem.usage.to_string());
+            add("memory.max", limit(mem.usage_limit));
+            add("memory.peak", mem.max_usage.to_string());
+            add("memory.swap.current", mem.swap_usage.to_string());
+            add("memory.swap.max", limit(mem.swap_limit));
+            add("memory.stat.anon", mem.anon.to_string());
+            add("memory.stat.file", mem.file.to_string());
+        }
+        if let Some(e) = &m.memory_events {
+            add("memory.events.oom_kill", e.oom_kill.to_string());
+        }
+        if let Some(c) = &m.cpu {
+            add("cpu.stat.usage_usec", c.usage_usec.to_string());
+            add("cpu.stat.user_usec", c.user_usec.to_string());
+            add("cpu.stat.system_usec", c.system_usec.to_string());
+            add("cpu.stat.nr_throttled", c.nr_throttled.to_string());
+        }
+        if let Some(p) = &m.pids {
+            add("pids.current", p.current.to_string());
+            add("pids.max", limit(p.limit));
+        }
+        if let Some(io) = &m.io {
+            add("io.stat.rbytes", io.usage.iter().map(|e| e.rbytes).sum::<u64>().to_string());
+            add("io.stat.wbytes", io.usage.iter().map(|e| e.wbytes).sum::<u64>().to_string());
+        }
+        for h in &m.hugetlb {
+            add(&format!("hugetlb.{}.current", h.pagesize), h.current.to_string());
+        }
+    } else {
+        add("data", format!("{} bytes of {}", data.value.len(), data.type_url));
+    }
+    rows
 }
 
 async fn wait_stopped(tasks: &mut TasksClient<tonic::transport::Channel>, client: &Client, id: &str) {
@@ -286,16 +387,17 @@ pub async fn run(client: &Client, cmd: TaskCommand) -> Result<i32> {
         TaskCommand::Metrics { ids } => {
             let filters = ids.iter().map(|i| format!("id=={i}")).collect();
             let r = tasks.metrics(client.request(MetricsRequest { filters })).await.map_err(status_error)?;
-            let out: Vec<Value> = r
-                .into_inner()
-                .metrics
-                .into_iter()
-                .map(|m| {
-                    let data = m.data.map(|d| serde_json::from_slice::<Value>(&d.value).unwrap_or(Value::Null));
-                    serde_json::json!({ "id": m.id, "data": data })
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            let metrics = r.into_inner().metrics;
+            if metrics.is_empty() && !ids.is_empty() {
+                bail!("no metrics for {}: no such running task", ids.join(", "));
+            }
+            let mut table = Table::new(&["TASK", "METRIC", "VALUE"]);
+            for m in metrics {
+                for (name, value) in m.data.as_ref().map(metric_rows).unwrap_or_default() {
+                    table.row(vec![m.id.clone(), name, value]);
+                }
+            }
+            table.print()?;
         }
         TaskCommand::Wait { id } => {
             let r = tasks
@@ -334,4 +436,47 @@ pub async fn run(client: &Client, cmd: TaskCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::io::containerd::cgroups::{v1, v2};
+
+    fn value<'a>(rows: &'a [(String, String)], name: &str) -> &'a str {
+        rows.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{name} in {rows:?}"))
+    }
+
+    #[test]
+    fn metric_rows_of_v1_and_v2() {
+        let m = v1::Metrics {
+            memory: Some(v1::MemoryStat {
+                usage: Some(v1::MemoryEntry { limit: 16 << 20, usage: 1234, ..Default::default() }),
+                ..Default::default()
+            }),
+            pids: Some(v1::PidsStat { current: 2, limit: 0 }),
+            cpu: Some(v1::CpuStat {
+                usage: Some(v1::CpuUsage { total: 99, per_cpu: vec![40, 59], ..Default::default() }),
+                throttling: None,
+            }),
+            ..Default::default()
+        };
+        let rows = metric_rows(&berth_proto::to_any(&m));
+        assert_eq!(value(&rows, "memory.limit_in_bytes"), "16777216");
+        assert_eq!(value(&rows, "memory.usage_in_bytes"), "1234");
+        assert_eq!((value(&rows, "pids.current"), value(&rows, "pids.max")), ("2", "max"));
+        assert_eq!(value(&rows, "cpuacct.usage_percpu"), "40 59");
+
+        let m = v2::Metrics {
+            memory: Some(v2::MemoryStat { usage: 10, usage_limit: u64::MAX, ..Default::default() }),
+            pids: Some(v2::PidsStat { current: 1, limit: 8 }),
+            ..Default::default()
+        };
+        let rows = metric_rows(&berth_proto::to_any(&m));
+        assert_eq!((value(&rows, "memory.current"), value(&rows, "memory.max")), ("10", "max"));
+        assert_eq!(value(&rows, "pids.max"), "8");
+
+        let other = prost_types::Any { type_url: "x.Y".into(), value: vec![1, 2] };
+        assert_eq!(metric_rows(&other), vec![("data".to_string(), "2 bytes of x.Y".to_string())]);
+    }
 }

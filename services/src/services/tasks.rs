@@ -344,12 +344,16 @@ impl Tasks for TasksService {
             if !ids.is_empty() && !ids.contains(&shim.id) {
                 continue;
             }
-            if let Ok(r) = shim.client.clone().stats(shim::StatsRequest { id: shim.id.clone() }).await {
-                metrics.push(Metric {
+            // The shim packs containerd's cgroup metrics message (io.containerd.cgroups.v1 or
+            // .v2 Metrics) under its bare type URL, which ctr and berthctl decode; it goes out
+            // as is. A task without a cgroup (not created, or gone) has no metrics.
+            match shim.client.clone().stats(shim::StatsRequest { id: shim.id.clone() }).await {
+                Ok(r) => metrics.push(Metric {
                     timestamp: Some(std::time::SystemTime::now().into()),
                     id: shim.id.clone(),
                     data: r.into_inner().stats,
-                });
+                }),
+                Err(e) => tracing::debug!(namespace = %ns, task = %shim.id, error = %e.message(), "no metrics"),
             }
         }
         Ok(Response::new(MetricsResponse { metrics }))
