@@ -172,6 +172,10 @@ fn bad_input_fails_clearly() {
     d.berthctl(&["run", "-d", "busybox", "r-dup", "sleep", "100"]).ok();
     let err = d.berthctl(&["run", "-d", "busybox", "r-dup", "true"]).err().to_string();
     assert!(err.contains("already exists"), "{err}");
+    // A container with a task is not deleted from under it.
+    let err = d.berthctl(&["container", "rm", "r-dup"]).err().to_string();
+    assert!(err.contains("has a task"), "{err}");
+    assert!(d.berthctl(&["task", "ls"]).ok().contains("r-dup"));
     d.berthctl(&["task", "rm", "-f", "r-dup"]).ok();
     d.berthctl(&["container", "rm", "r-dup"]).ok();
     remove_snapshot(&d, "r-dup");

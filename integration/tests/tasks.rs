@@ -105,19 +105,7 @@ fn running_tasks_survive_a_berthd_restart() {
 
     // Restart on the same root and state.
     let log = d.dir().join("berthd2.log");
-    let mut child = Command::new(bin("berthd"))
-        .arg("--root")
-        .arg(&d.root)
-        .arg("--state")
-        .arg(&d.state)
-        .arg("--address")
-        .arg(&d.socket)
-        .arg("--config")
-        .arg(d.dir().join("empty.toml"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = restart(&d, &log);
     let ctr2 =
         |args: &[&str]| run(Command::new(external_tool("ctr").unwrap()).arg("--address").arg(&d.socket).args(args));
     wait_for("berthd to answer", || ctr2(&["version"]).status.success());
@@ -132,6 +120,86 @@ fn running_tasks_survive_a_berthd_restart() {
             ctr2(&["task", "kill", "-s", "SIGKILL", id]);
             wait_for("stop", || ctr2(&["task", "ls"]).ok().lines().any(|l| l.starts_with(id) && l.contains("STOPPED")));
             ctr2(&["task", "delete", id]).ok();
+        }
+    }));
+    // SAFETY: stopping the berthd this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    if let Err(p) = result {
+        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::panic::resume_unwind(p);
+    }
+    assert!(bundles(&d.state).is_empty());
+}
+
+/// Starts berthd again on `d`'s root, state and socket, logging to `log`.
+fn restart(d: &Daemon, log: &std::path::Path) -> std::process::Child {
+    Command::new(bin("berthd"))
+        .arg("--root")
+        .arg(&d.root)
+        .arg("--state")
+        .arg(&d.state)
+        .arg("--address")
+        .arg(&d.socket)
+        .arg("--config")
+        .arg(d.dir().join("empty.toml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn dead_shims_are_cleaned_up_with_their_real_exit_status() {
+    let Some((mut d, _left)) = setup() else { return };
+    let done = format!("done-{}", std::process::id());
+    let live = format!("live-{}", std::process::id());
+    ctr(&d, &["run", "-d", BUSYBOX, &done, "sh", "-c", "exit 5"]).ok();
+    ctr(&d, &["run", "-d", BUSYBOX, &live, "sleep", "1000"]).ok();
+    wait_for("done to stop", || {
+        ctr(&d, &["task", "ls"]).ok().lines().any(|l| l.starts_with(&done) && l.contains("STOPPED"))
+    });
+    let init = |id: &str| -> i32 {
+        let ls = ctr(&d, &["task", "ls"]).ok().to_string();
+        ls.lines().find(|l| l.starts_with(id)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+    };
+    let live_pid = init(&live);
+    d.stop_with(libc::SIGKILL);
+    for id in [&done, &live] {
+        let pid: i32 = std::fs::read_to_string(d.state.join("shims/default").join(id).join("shim.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: killing the shim this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let log = d.dir().join("berthd2.log");
+    let mut child = restart(&d, &log);
+    let ctr2 =
+        |args: &[&str]| run(Command::new(external_tool("ctr").unwrap()).arg("--address").arg(&d.socket).args(args));
+    wait_for("berthd to answer", || ctr2(&["version"]).status.success());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ls = ctr2(&["task", "ls"]).ok().to_string();
+        assert!(!ls.contains(&done) && !ls.contains(&live), "{ls}");
+        let exit_of = |id: &str| {
+            text.lines()
+                .find(|l| l.contains("task of a dead shim exited") && l.contains(&format!("task={id} ")))
+                .and_then(|l| l.split("exit_status=").nth(1))
+                .map(|v| v.split_whitespace().next().unwrap_or_default().to_string())
+        };
+        assert_eq!(exit_of(&done).as_deref(), Some("5"), "{text}");
+        assert_eq!(exit_of(&live).as_deref(), Some("137"), "{text}");
+        // The container that outlived its shim is gone with everything in its cgroup.
+        wait_for("the orphaned container to die", || {
+            // Gone, or a zombie waiting for this machine's init to reap it.
+            std::fs::read_to_string(format!("/proc/{live_pid}/stat"))
+                .map(|s| s.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'))
+                .unwrap_or(true)
+        });
+        for id in [&done, &live] {
+            ctr2(&["containers", "rm", id]).ok();
         }
     }));
     // SAFETY: stopping the berthd this test started.

@@ -78,19 +78,20 @@ pub static PLUGINS: &[Registration] = &[
         default_config: None,
         init: services::images::init,
     },
-    Registration {
-        plugin_type: GRPC,
-        id: "containers",
-        requires: &[METADATA, EVENTS, GC],
-        default_config: None,
-        init: services::containers::init,
-    },
+    // Before the containers service, which refuses to delete a container with a task.
     Registration {
         plugin_type: RUNTIME,
         id: "shim",
         requires: &[EVENTS],
         default_config: None,
         init: services::tasks::init_runtime,
+    },
+    Registration {
+        plugin_type: GRPC,
+        id: "containers",
+        requires: &[METADATA, EVENTS, GC],
+        default_config: None,
+        init: services::containers::init,
     },
     Registration {
         plugin_type: GRPC,

@@ -26,6 +26,9 @@ use crate::{metrics, stdio};
 
 type Exit = Option<(u32, SystemTime)>;
 
+/// The init's exit, written into the bundle as `CODE PID SECS.NANOS` when it is reaped.
+const INIT_EXIT_FILE: &str = "init.exit";
+
 /// One process: the init (exec id "") or an exec.
 struct Proc {
     pid: u32,
@@ -148,22 +151,97 @@ fn exit_code(status: i32) -> u32 {
     }
 }
 
-/// Lowers nothing: a negative oomScoreAdj below ours is dropped (root may not lower it on
-/// these machines), as containerd's restrict_oom_score_adj does.
-fn restrict_oom_score_adj(bundle: &Path) -> Result<(), Status> {
+/// Adapts the bundle's config.json to this host and to libcontainer before the build:
+/// - A negative oomScoreAdj below ours is raised to ours: root may not lower it on these
+///   machines, so the build would fail (containerd's restrict_oom_score_adj does the same).
+/// - Seccomp `SCMP_CMP_MASKED_EQ` arguments are rewritten for libcontainer 0.7, which reads
+///   the mask from `valueTwo` where the runtime spec (and runc, crun, Docker's profile) put
+///   it in `value`. Unconverted, Docker's `clone` rule would match every call.
+fn adjust_spec(bundle: &Path) -> Result<(), Status> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(|e| io_status("read config.json", e))?;
     let mut spec: serde_json::Value =
         serde_json::from_slice(&data).map_err(|e| Status::invalid_argument(format!("config.json: {e}")))?;
+    let mut changed = false;
     let ours: i64 =
         std::fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    let Some(process) = spec.get_mut("process").and_then(|p| p.as_object_mut()) else { return Ok(()) };
-    if process.get("oomScoreAdj").and_then(|v| v.as_i64()).is_some_and(|v| v < ours) {
-        process.insert("oomScoreAdj".into(), ours.into());
+    if let Some(process) = spec.get_mut("process").and_then(|p| p.as_object_mut()) {
+        if process.get("oomScoreAdj").and_then(|v| v.as_i64()).is_some_and(|v| v < ours) {
+            process.insert("oomScoreAdj".into(), ours.into());
+            changed = true;
+        }
+    }
+    if let Some(seccomp) = spec.pointer_mut("/linux/seccomp") {
+        changed |= berth_oci::seccomp::masked_eq_for_libcontainer(seccomp) > 0;
+    }
+    if changed {
         let data = serde_json::to_vec(&spec).map_err(|e| io_status("encode config.json", e))?;
         std::fs::write(&path, data).map_err(|e| io_status("write config.json", e))?;
     }
     Ok(())
+}
+
+/// Runs `build` (a libcontainer create or exec) in a forked child and returns the pid it
+/// reports. The shim lives as long as its container, and every page of code it touches
+/// stays in its resident set: building a container touches most of libcontainer, which
+/// this process then never needs again. In a child those pages are mapped only until it
+/// exits. The processes the child creates are orphaned when it exits and reparented to
+/// this process, the subreaper, whose reaper collects their exits as before.
+///
+/// The shim is single-threaded (tokio's current-thread runtime), so the child starts in a
+/// consistent state; it runs `build` and leaves with `_exit`, never returning to the
+/// runtime. The caller must not await between this call and using the result: the child
+/// is reaped here, not by the reaper.
+fn in_child(build: impl FnOnce() -> Result<u32, Status>) -> Result<u32, Status> {
+    use std::io::{Read, Write};
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_status("pipe", e))?;
+    // SAFETY: the process is single-threaded; the child only runs `build` and exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(io_status("fork", std::io::Error::last_os_error()));
+    }
+    if child == 0 {
+        drop(r);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
+            .unwrap_or_else(|_| Err(Status::internal("container build panicked")));
+        let msg = match result {
+            Ok(pid) => format!("0 {pid}"),
+            Err(s) => format!("{} {}", s.code() as i32, s.message()),
+        };
+        let _ = std::fs::File::from(w).write_all(msg.as_bytes());
+        // SAFETY: leaving the forked child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    drop(w);
+    // Reap first, then read what the child wrote (a few bytes; a pipe holds 64 KiB). Reading
+    // to EOF would hang: the container's init inherits the write end and keeps it until it
+    // execs, which is at Start.
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    while unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    let mut r = std::fs::File::from(r);
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&r),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| io_status("pipe", e))?;
+    let mut buf = [0u8; 4096];
+    let n = match r.read(&mut buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(io_status("read from build child", e)),
+    };
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let (code, rest) = msg.split_once(' ').unwrap_or((msg.as_str(), ""));
+    match code.parse::<i32>() {
+        Ok(0) => rest.parse().map_err(|_| Status::internal(format!("build child reported {msg:?}"))),
+        Ok(code) => Err(Status::new(tonic::Code::from_i32(code), rest)),
+        Err(_) => Err(Status::internal(format!("container build child died ({})", exit_code(status)))),
+    }
 }
 
 impl Inner {
@@ -211,6 +289,13 @@ impl Inner {
                 p.close_stdin.take();
             }
             self.paused = false;
+            // Kept beside the bundle so that berthd can report the real status even if this
+            // shim dies before the exit event is delivered.
+            let stamp = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            let record = format!("{code} {pid} {}.{:09}\n", stamp.as_secs(), stamp.subsec_nanos());
+            if let Err(e) = std::fs::write(self.bundle.join(INIT_EXIT_FILE), record) {
+                eprintln!("berth-shim: record init exit: {e}");
+            }
             self.queue(
                 "/tasks/exit",
                 &TaskExit {
@@ -408,36 +493,48 @@ impl Task for TaskService {
             berth_mount::mount_all(&mounts, &rootfs).map_err(|e| io_status("mount rootfs", e))?;
             inner.rootfs_mounted = true;
         }
+        let (id, root) = (inner.id.clone(), inner.root());
         let built = (|| {
-            restrict_oom_score_adj(&bundle)?;
-            let builder = ContainerBuilder::new(inner.id.clone(), SyscallType::Linux)
-                .with_root_path(inner.root())
-                .map_err(to_status)?;
             if req.terminal {
                 let console = stdio::ConsoleSocket::bind(bundle.join("console.sock"))
                     .map_err(|e| io_status("console socket", e))?;
-                let container = builder
-                    .with_console_socket(Some(console.path()))
+                in_child(|| {
+                    adjust_spec(&bundle)?;
+                    ContainerBuilder::new(id.clone(), SyscallType::Linux)
+                        .with_root_path(root.clone())
+                        .map_err(to_status)?
+                        .with_console_socket(Some(console.path()))
+                        .as_init(&bundle)
+                        .with_systemd(false)
+                        .with_detach(true)
+                        .build()
+                        .map_err(to_status)?;
+                    Ok(0)
+                })?;
+                let master = console.receive_master().map_err(|e| io_status("pty", e))?;
+                let close = stdio::copy_pty(&master, &req.stdin, &req.stdout).map_err(|e| io_status("pty io", e))?;
+                let container = Container::load(root.join(&id)).map_err(to_status)?;
+                return Ok::<_, Status>((container, close, Some(master)));
+            }
+            let io = stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?;
+            let stdio::ProcessIo { stdin, stdout, stderr, close_stdin } = io;
+            in_child(|| {
+                adjust_spec(&bundle)?;
+                ContainerBuilder::new(id.clone(), SyscallType::Linux)
+                    .with_root_path(root.clone())
+                    .map_err(to_status)?
+                    .with_stdin(stdin)
+                    .with_stdout(stdout)
+                    .with_stderr(stderr)
                     .as_init(&bundle)
                     .with_systemd(false)
                     .with_detach(true)
                     .build()
                     .map_err(to_status)?;
-                let master = console.receive_master().map_err(|e| io_status("pty", e))?;
-                let close = stdio::copy_pty(&master, &req.stdin, &req.stdout).map_err(|e| io_status("pty io", e))?;
-                return Ok::<_, Status>((container, close, Some(master)));
-            }
-            let io = stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?;
-            let container = builder
-                .with_stdin(io.stdin)
-                .with_stdout(io.stdout)
-                .with_stderr(io.stderr)
-                .as_init(&bundle)
-                .with_systemd(false)
-                .with_detach(true)
-                .build()
-                .map_err(to_status)?;
-            Ok::<_, Status>((container, io.close_stdin, None))
+                Ok(0)
+            })?;
+            let container = Container::load(root.join(&id)).map_err(to_status)?;
+            Ok::<_, Status>((container, close_stdin, None))
         })();
         let (container, close_stdin, console) = match built {
             Ok(c) => c,
@@ -490,14 +587,16 @@ impl Task for TaskService {
         let pid = if p.terminal {
             let console = stdio::ConsoleSocket::bind(inner_bundle.join(format!("{}.console.sock", req.exec_id)))
                 .map_err(|e| io_status("console socket", e))?;
-            let pid = builder
-                .with_console_socket(Some(console.path()))
-                .as_tenant()
-                .with_process(spec_path)
-                .with_detach(true)
-                .build()
-                .map_err(to_status)?
-                .as_raw() as u32;
+            let pid = in_child(|| {
+                Ok(builder
+                    .with_console_socket(Some(console.path()))
+                    .as_tenant()
+                    .with_process(spec_path)
+                    .with_detach(true)
+                    .build()
+                    .map_err(to_status)?
+                    .as_raw() as u32)
+            })?;
             let master = console.receive_master().map_err(|e| io_status("pty", e))?;
             p.close_stdin = stdio::copy_pty(&master, &p.stdin, &p.stdout).map_err(|e| io_status("pty io", e))?;
             p.console = Some(master);
@@ -508,17 +607,20 @@ impl Task for TaskService {
                 Some(io) => io,
                 None => stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?,
             };
-            let pid = builder
-                .with_stdin(io.stdin)
-                .with_stdout(io.stdout)
-                .with_stderr(io.stderr)
-                .as_tenant()
-                .with_process(spec_path)
-                .with_detach(true)
-                .build()
-                .map_err(to_status)?
-                .as_raw() as u32;
-            p.close_stdin = io.close_stdin;
+            let stdio::ProcessIo { stdin, stdout, stderr, close_stdin } = io;
+            let pid = in_child(|| {
+                Ok(builder
+                    .with_stdin(stdin)
+                    .with_stdout(stdout)
+                    .with_stderr(stderr)
+                    .as_tenant()
+                    .with_process(spec_path)
+                    .with_detach(true)
+                    .build()
+                    .map_err(to_status)?
+                    .as_raw() as u32)
+            })?;
+            p.close_stdin = close_stdin;
             pid
         };
         p.pid = pid;

@@ -213,8 +213,10 @@ impl ShimManager {
         }
     }
 
-    /// Reconnects to the shims left in the state directory; removes the bundles of dead ones
-    /// and reports their tasks as exited (status 255, unknown).
+    /// Reconnects to the shims left in the state directory. For a dead shim it reports the
+    /// task's exit: the status the shim recorded in `init.exit` if its init had exited, else
+    /// it kills what is left in the container's cgroup and reports 137 (SIGKILL); then it
+    /// removes the bundle.
     pub async fn restore(&self) {
         let Ok(namespaces) = std::fs::read_dir(&self.shims_dir) else { return };
         for ns in namespaces.flatten() {
@@ -228,18 +230,81 @@ impl ShimManager {
                     Err(e) => {
                         tracing::warn!(namespace = %ns_name, task = %id, error = %e, "shim is gone; cleaning up");
                         self.kill_shim_of(&bundle);
+                        let (exit_status, pid, exited_at) = match read_init_exit(&bundle) {
+                            Some(exit) => exit,
+                            None => {
+                                // The container outlived its shim: nobody can report its exit
+                                // any more, so it is killed, as containerd does.
+                                kill_container_cgroup(&bundle);
+                                (128 + libc::SIGKILL as u32, 0, std::time::SystemTime::now())
+                            }
+                        };
                         let _ = std::fs::remove_dir_all(&bundle);
+                        tracing::info!(namespace = %ns_name, task = %id, exit_status, "task of a dead shim exited");
                         let exit = berth_proto::containerd::events::TaskExit {
                             container_id: id.clone(),
                             id: id.clone(),
-                            pid: 0,
-                            exit_status: 255,
-                            exited_at: Some(std::time::SystemTime::now().into()),
+                            pid,
+                            exit_status,
+                            exited_at: Some(exited_at.into()),
                         };
                         (self.publish)(&ns_name, "/tasks/exit", None, berth_proto::to_any(&exit));
                     }
                 }
             }
         }
+    }
+}
+
+/// The init exit a shim recorded in `bundle/init.exit`: `CODE PID SECS.NANOS`.
+fn read_init_exit(bundle: &Path) -> Option<(u32, u32, std::time::SystemTime)> {
+    let text = std::fs::read_to_string(bundle.join("init.exit")).ok()?;
+    let mut it = text.split_whitespace();
+    let code = it.next()?.parse().ok()?;
+    let pid = it.next()?.parse().ok()?;
+    let (secs, nanos) = it.next()?.split_once('.')?;
+    let at = std::time::UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos.parse().ok()?);
+    Some((code, pid, at))
+}
+
+/// SIGKILLs every process in the cgroup named by the bundle's `linux.cgroupsPath` (each v1
+/// controller hierarchy, and the unified one), then removes those cgroups.
+fn kill_container_cgroup(bundle: &Path) {
+    let Ok(data) = std::fs::read(bundle.join("config.json")) else { return };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else { return };
+    let Some(path) = spec.pointer("/linux/cgroupsPath").and_then(|p| p.as_str()) else { return };
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        return;
+    }
+    let mut dirs = vec![Path::new("/sys/fs/cgroup").join(rel)];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        dirs.extend(entries.flatten().map(|e| e.path().join(rel)));
+    }
+    dirs.retain(|d| d.join("cgroup.procs").is_file());
+    // A paused container's processes die only once thawed.
+    for d in &dirs {
+        let _ = std::fs::write(d.join("freezer.state"), "THAWED");
+        if d.join("cgroup.freeze").is_file() {
+            let _ = std::fs::write(d.join("cgroup.freeze"), "0");
+        }
+    }
+    for _ in 0..50 {
+        let mut alive = false;
+        for d in &dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 1) {
+                alive = true;
+                // SAFETY: signalling a process of the container's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if !alive {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for d in &dirs {
+        let _ = std::fs::remove_dir(d);
     }
 }

@@ -16,7 +16,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{blocking, grpc_service, request_namespace, to_status};
-use crate::builtin::{EVENTS, GC, METADATA};
+use crate::builtin::{EVENTS, GC, METADATA, RUNTIME};
 use crate::exchange::Exchange;
 use crate::gc::GcScheduler;
 use crate::registry::{InitContext, InitError, Instance};
@@ -25,6 +25,7 @@ struct ContainersService {
     store: Arc<MetadataStore>,
     events: Arc<Exchange>,
     gc: Arc<GcScheduler>,
+    runtime: Option<Arc<berth_runtime::ShimManager>>,
 }
 
 fn any_from(a: prost_types::Any) -> AnyValue {
@@ -155,6 +156,13 @@ impl Containers for ContainersService {
     async fn delete(&self, req: Request<DeleteContainerRequest>) -> Result<Response<()>, Status> {
         let ns = request_namespace(&req)?;
         let id = req.into_inner().id;
+        // As containerd's client and Docker do: a container's task goes first. Without this the
+        // record would vanish under a running shim, and its snapshot could be collected.
+        if self.runtime.as_ref().is_some_and(|r| r.get(&ns, &id).is_ok()) {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} has a task: delete the task first (kill it if it is running)"
+            )));
+        }
         let store = self.store.clone();
         let (ns2, id2) = (ns.clone(), id.clone());
         blocking(move || store.delete_container(&ns2, &id2)).await?;
@@ -167,6 +175,12 @@ impl Containers for ContainersService {
 
 /// Plugin init.
 pub fn init(ctx: &mut InitContext<'_>) -> Result<Instance, InitError> {
-    let svc = ContainersService { store: ctx.get(METADATA)?, events: ctx.get(EVENTS)?, gc: ctx.get(GC)? };
+    let svc = ContainersService {
+        store: ctx.get(METADATA)?,
+        events: ctx.get(EVENTS)?,
+        gc: ctx.get(GC)?,
+        // Optional: without a runtime there are no tasks to protect.
+        runtime: ctx.get(RUNTIME).ok(),
+    };
     Ok(grpc_service!("containerd.services.containers.v1.Containers", ContainersServer::new(svc)))
 }
