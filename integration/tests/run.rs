@@ -3,8 +3,9 @@
 //! no_new_privs and Docker's default seccomp profile (refused calls fail with EPERM, ordinary
 //! work and capability-gated calls still run), memory limit → OOM kill reported, pids limit,
 //! pause/resume, exec (incl. a missing binary and a stopped task), bad input, 100 containers
-//! at once, and nothing left behind. Cleans up shims, container processes, mounts and cgroups
-//! on panic.
+//! at once, user namespaces (`--uidmap`: ids inside and on the host, the remapped rootfs made
+//! once and collected after its last container), and nothing left behind. Cleans up shims,
+//! container processes, mounts and cgroups on panic.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -300,4 +301,92 @@ fn terminals_for_run_and_exec_with_berthctl_and_ctr() {
     d.berthctl(&["container", "rm", "r-ttybg"]).ok();
     remove_snapshot(&d, "r-ttybg");
     assert_nothing_left(&d, &["r-tty", "r-ttybg", "r-ctrtty"]);
+}
+
+/// Keys of the snapshots berthctl lists.
+fn snapshot_keys(d: &Daemon) -> Vec<String> {
+    let out = d.berthctl(&["snapshots", "ls"]).ok().to_string();
+    out.lines().skip(1).filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+}
+
+/// The snapshots remapped to host ids 100000:100000.
+fn remapped(d: &Daemon) -> Vec<String> {
+    snapshot_keys(d).into_iter().filter(|k| k.ends_with("-100000-100000")).collect()
+}
+
+/// The `Uid:` line of a process's status on the host.
+fn host_uids(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+}
+
+/// Collapses runs of blanks, as /proc/self/uid_map pads its columns.
+fn squeeze(s: &str) -> String {
+    s.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn user_namespace_with_uidmap_and_a_remapped_rootfs() {
+    let Some((d, _left)) = setup() else { return };
+    let before = snapshot_keys(&d);
+    let r = d.berthctl(&[
+        "run",
+        "--rm",
+        "--uidmap",
+        "0:100000:65536",
+        "busybox",
+        "r-ux",
+        "sh",
+        "-c",
+        "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; stat -c %u:%g / /bin /bin/busybox",
+    ]);
+    assert_eq!(squeeze(r.ok()), "0\n0\n0 100000 65536\n0 100000 65536\n0:0\n0:0\n0:0", "{}", r.stderr);
+
+    // Root inside is uid 100000 outside; the remapped parent is made (or kept) once.
+    d.berthctl(&["run", "-d", "--uidmap", "0:100000:65536", "busybox", "r-ux-bg", "sleep", "1000"]).ok();
+    let parents = remapped(&d);
+    assert_eq!(parents.len(), 1, "{:?}", snapshot_keys(&d));
+    let info = d.berthctl(&["snapshots", "info", &parents[0]]).ok().to_string();
+    assert!(info.contains("\"committed\"") || info.to_lowercase().contains("committed"), "{info}");
+    let ls = d.berthctl(&["task", "ls"]).ok().to_string();
+    let pid = ls.lines().find(|l| l.starts_with("r-ux-bg ")).and_then(|l| l.split_whitespace().nth(1)).unwrap();
+    assert_eq!(host_uids(pid), "100000 100000 100000 100000");
+    let count = snapshot_keys(&d).len();
+    assert_eq!(count, before.len() + 2, "the container's snapshot and the remapped parent");
+
+    // A second run reuses the remapped parent: same snapshot, same creation time.
+    let r = d.berthctl(&["run", "--rm", "--uidmap", "0:100000:65536", "busybox", "r-ux2", "stat", "-c", "%u", "/etc"]);
+    assert_eq!(r.ok(), "0\n");
+    assert_eq!(snapshot_keys(&d).len(), count);
+    assert_eq!(d.berthctl(&["snapshots", "info", &parents[0]]).ok(), info, "not remade");
+
+    // A bad mapping is refused before anything is made; --gidmap alone too.
+    let err = d.berthctl(&["run", "--rm", "--uidmap", "0:100000", "busybox", "r-ux3", "true"]).err().to_string();
+    assert!(err.contains("expected CONTAINER:HOST:SIZE"), "{err}");
+    let err = d.berthctl(&["run", "--rm", "--gidmap", "0:1:1", "busybox", "r-ux3", "true"]).err().to_string();
+    assert!(err.contains("--gidmap needs --uidmap"), "{err}");
+    // Host network with a user namespace: /sys is the host's, bound.
+    let host = d
+        .berthctl(&[
+            "run",
+            "--rm",
+            "--net-host",
+            "--uidmap",
+            "0:100000:65536",
+            "busybox",
+            "r-ux-net",
+            "ls",
+            "/sys/class/net",
+        ])
+        .ok()
+        .to_string();
+    assert!(host.lines().count() > 1, "{host}");
+
+    d.berthctl(&["task", "rm", "-f", "r-ux-bg"]).ok();
+    d.berthctl(&["container", "rm", "r-ux-bg"]).ok();
+    remove_snapshot(&d, "r-ux-bg");
+    // Nothing uses the remapped parent any more: the collector takes it.
+    d.berthctl(&["gc"]).ok();
+    assert_eq!(snapshot_keys(&d), before);
+    assert_nothing_left(&d, &["r-ux", "r-ux-bg", "r-ux2", "r-ux-net"]);
 }

@@ -1,8 +1,10 @@
 //! Tasks through Debian's `ctr` against berthd and real berth-shims: `ctr run --rm` output and
 //! exit codes, a detached task with exec (and a missing binary), ps, pause/resume, kill,
 //! delete, berthd restarts that reconnect to running shims, `ctr`/`berthctl task metrics`
-//! with real limits, and /tasks/oom for an OOM kill while the task keeps running. Every test
-//! cleans up its shims, container processes, mounts and cgroups, also when it panics.
+//! with real limits, /tasks/oom for an OOM kill while the task keeps running, and `ctr run
+//! --uidmap/--gidmap` in a user namespace, sharing its remapped rootfs with `berthctl run`.
+//! Every test cleans up its shims, container processes, mounts and cgroups, also when it
+//! panics.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -347,4 +349,49 @@ fn oom_kill_of_a_child_is_reported_while_the_task_runs() {
     wait_for("the exit event", || events.topics_of(init).iter().any(|t| t == "/tasks/exit"));
     assert_eq!(events.topics_of(init), ["/tasks/oom", "/tasks/exit"], "{}", events.all());
     assert!(bundles(&d.state).is_empty(), "bundles left: {:?}", bundles(&d.state));
+}
+
+/// Keys of the snapshots ctr lists.
+fn snapshot_keys(d: &Daemon) -> Vec<String> {
+    let out = ctr(d, &["snapshots", "ls"]).ok().to_string();
+    out.lines().skip(1).filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+}
+
+#[test]
+fn ctr_and_berthctl_run_in_a_user_namespace_and_share_the_remapped_rootfs() {
+    let Some((d, _left)) = setup() else { return };
+    let before = snapshot_keys(&d);
+    let map = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let script = "id -u; cat /proc/self/uid_map; stat -c %u:%g /bin /etc/passwd";
+    let r = ctr(&d, &[&["run", "--rm"], &map[..], &[BUSYBOX, "ux1", "sh", "-c", script]].concat());
+    let out: Vec<String> = r.ok().lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(out, ["0", "0 100000 65536", "0:0", "0:0"], "{}", r.stderr);
+
+    // From the host, the container's init runs as uid 100000.
+    ctr(&d, &[&["run", "-d"], &map[..], &[BUSYBOX, "ux-bg", "sleep", "1000"]].concat()).ok();
+    let ls = ctr(&d, &["task", "ls"]).ok().to_string();
+    let pid = ls.lines().find(|l| l.starts_with("ux-bg ")).and_then(|l| l.split_whitespace().nth(1)).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    assert_eq!(uids.split_whitespace().collect::<Vec<_>>(), ["Uid:", "100000", "100000", "100000", "100000"]);
+    let remapped: Vec<String> = snapshot_keys(&d).into_iter().filter(|k| k.ends_with("-100000-100000")).collect();
+    assert_eq!(remapped.len(), 1, "{:?}", snapshot_keys(&d));
+    let count = snapshot_keys(&d).len();
+
+    // berthctl finds ctr's remapped snapshot by its name and runs on it.
+    let r = d.berthctl(&["run", "--rm", "--uidmap", "0:100000:65536", "busybox", "ux2", "sh", "-c", script]);
+    let out: Vec<String> = r.ok().lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(out, ["0", "0 100000 65536", "0:0", "0:0"], "{}", r.stderr);
+    assert_eq!(snapshot_keys(&d).len(), count, "no second remapped snapshot");
+
+    ctr(&d, &["task", "kill", "-s", "SIGKILL", "ux-bg"]);
+    wait_for("ux-bg to stop", || {
+        ctr(&d, &["task", "ls"]).ok().lines().any(|l| l.starts_with("ux-bg ") && l.contains("STOPPED"))
+    });
+    ctr(&d, &["task", "delete", "ux-bg"]).ok();
+    ctr(&d, &["containers", "rm", "ux-bg"]).ok();
+    d.berthctl(&["gc"]).ok();
+    assert_eq!(snapshot_keys(&d), before, "the remapped parent goes with its last container");
+    assert_eq!(ctr(&d, &["containers", "ls", "-q"]).ok(), "");
+    assert_nothing_left(&d);
 }

@@ -11,6 +11,7 @@ pub mod plugins;
 pub mod run;
 pub mod snapshots;
 pub mod task;
+pub mod userns;
 pub mod version;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
-//! `berthctl run`: unpacks the image if needed, prepares the rootfs snapshot, makes an OCI
-//! spec from the image config and the flags, creates the container and its task, and attaches
-//! stdio through named fifos (or runs detached).
+//! `berthctl run`: unpacks the image if needed, prepares the rootfs snapshot (on a remapped
+//! parent with `--uidmap`, see [`super::userns`]), makes an OCI spec from the image config and
+//! the flags, creates the container and its task, and attaches stdio through named fifos (or
+//! runs detached).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
 use berth_proto::containerd::services::images::v1::GetImageRequest;
 
 use super::image::normalize_name;
+use super::userns::{self, IdMapping, UserNamespace};
 use crate::client::{status_error, Client};
 
 /// Type URL of an OCI runtime spec in `Any`, as containerd clients use.
@@ -77,6 +79,13 @@ pub struct RunArgs {
     /// Share the host's network namespace.
     #[arg(long)]
     pub net_host: bool,
+    /// Run in a user namespace: SIZE uids from CONTAINER map to host uids from HOST (e.g.
+    /// 0:100000:65536); the rootfs is a copy of the image's owned by the mapped ids.
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE")]
+    pub uidmap: Option<IdMapping>,
+    /// The user namespace's gid mapping, like --uidmap (default: the --uidmap range).
+    #[arg(long, value_name = "CONTAINER:HOST:SIZE")]
+    pub gidmap: Option<IdMapping>,
     /// Snapshotter.
     #[arg(long, default_value = "overlayfs")]
     pub snapshotter: String,
@@ -175,7 +184,16 @@ pub fn make_spec(ns: &str, args: &RunArgs, image_config: &Value) -> Result<Value
         }
     };
     let caps = berth_oci::DEFAULT_CAPS;
+    let userns = UserNamespace::from_flags(args.uidmap, args.gidmap)?;
     let mut mounts = berth_oci::default_mounts();
+    if userns.is_some() && args.net_host {
+        // A user namespace cannot mount sysfs for a network namespace it does not own: bind
+        // the host's instead, as Docker does.
+        for m in mounts.iter_mut().filter(|m| m["type"] == "sysfs") {
+            *m = json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+        }
+    }
     for m in &args.mounts {
         mounts.push(parse_mount(m)?);
     }
@@ -201,7 +219,7 @@ pub fn make_spec(ns: &str, args: &RunArgs, image_config: &Value) -> Result<Value
         resources["pids"] = json!({"limit": p});
     }
     let hostname = args.hostname.clone().unwrap_or_else(|| args.id.clone());
-    Ok(json!({
+    let mut spec = json!({
         "ociVersion": "1.1.0",
         "process": {
             "terminal": args.tty,
@@ -224,7 +242,11 @@ pub fn make_spec(ns: &str, args: &RunArgs, image_config: &Value) -> Result<Value
             "maskedPaths": berth_oci::masked_paths(),
             "readonlyPaths": berth_oci::readonly_paths(),
         },
-    }))
+    });
+    if let Some(ns) = userns {
+        ns.apply_to_spec(&mut spec);
+    }
+    Ok(spec)
 }
 
 /// Named fifos for one process's stdio in a private temp directory, removed on drop.
@@ -263,7 +285,8 @@ impl Drop for Fifos {
     }
 }
 
-fn rand_suffix() -> String {
+/// A short suffix that differs between calls, for private names.
+pub(crate) fn rand_suffix() -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     format!("{t:x}")
 }
@@ -461,8 +484,8 @@ pub async fn run(client: &Client, namespace: &str, args: RunArgs) -> Result<i32>
         .map_err(status_error)?
         .into_inner()
         .chain_id;
-    // A lease holds the new snapshot until the container record does: a collection scheduled
-    // by another delete must not take it in between.
+    // A lease holds the new snapshot (and a remapped parent) until the container record does:
+    // a collection scheduled by another delete must not take them in between.
     let mut leases = LeasesClient::new(client.channel.clone());
     let expire = super::leases::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
     let lease = leases
@@ -476,7 +499,14 @@ pub async fn run(client: &Client, namespace: &str, args: RunArgs) -> Result<i32>
         .lease
         .map(|l| l.id)
         .unwrap_or_default();
-    let created = create_container(client, &args, &name, chain, &spec, &lease).await;
+    let created = async {
+        let parent = match UserNamespace::from_flags(args.uidmap, args.gidmap)? {
+            Some(ns) => userns::remapped_parent(client, &args.snapshotter, &chain, &ns, &lease).await?,
+            None => chain,
+        };
+        create_container(client, &args, &name, parent, &spec, &lease).await
+    }
+    .await;
     let _ = leases.delete(client.request(LeaseDeleteRequest { id: lease, sync: false })).await;
     created?;
     match start_task(client, &args).await {
@@ -488,12 +518,12 @@ pub async fn run(client: &Client, namespace: &str, args: RunArgs) -> Result<i32>
     }
 }
 
-/// Prepares the rootfs snapshot (within `lease`) and creates the container record.
+/// Prepares the rootfs snapshot on `parent` (within `lease`) and creates the container record.
 async fn create_container(
     client: &Client,
     args: &RunArgs,
     name: &str,
-    chain: String,
+    parent: String,
     spec: &Value,
     lease: &str,
 ) -> Result<()> {
@@ -501,7 +531,7 @@ async fn create_container(
     let mut req = client.request(PrepareSnapshotRequest {
         snapshotter: args.snapshotter.clone(),
         key: args.id.clone(),
-        parent: chain,
+        parent,
         labels: HashMap::new(),
     });
     if let Ok(v) = lease.parse() {
@@ -625,6 +655,23 @@ mod tests {
         assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(spec["linux"]["cgroupsPath"], "/berth/default/c1");
         assert_eq!(spec["hostname"], "c1");
+    }
+
+    #[test]
+    fn user_namespace_flags() {
+        let t = T::parse_from(["x", "--uidmap", "0:100000:65536", "--net-host", "img", "c1"]);
+        let spec = make_spec("default", &t.run, &json!({"config": {"Cmd": ["sh"]}})).unwrap();
+        assert!(spec["linux"]["namespaces"].as_array().unwrap().contains(&json!({"type": "user"})));
+        assert_eq!(spec["linux"]["gidMappings"], json!([{"containerID": 0, "hostID": 100000, "size": 65536}]));
+        let sys = spec["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap();
+        assert_eq!(sys["type"], "bind", "no sysfs mount for the host's network from a user namespace");
+        let spec = make_spec("default", &T::parse_from(["x", "img", "c1"]).run, &json!({"config": {"Cmd": ["sh"]}}));
+        assert!(spec.unwrap()["linux"].get("uidMappings").is_none());
+        let err = T::try_parse_from(["x", "--uidmap", "0:100000", "img", "c1"]).err().unwrap().to_string();
+        assert!(err.contains("expected CONTAINER:HOST:SIZE"), "{err}");
+        let t = T::parse_from(["x", "--gidmap", "0:100000:65536", "img", "c1"]);
+        let err = make_spec("default", &t.run, &json!({"config": {"Cmd": ["sh"]}})).unwrap_err().to_string();
+        assert!(err.contains("--gidmap needs --uidmap"), "{err}");
     }
 
     #[test]
