@@ -152,7 +152,14 @@ impl MetadataStore {
     }
 
     /// Adds a resource to a lease.
+    ///
+    /// Runs on the shared side of the GC barrier, so it never lands in the middle of a
+    /// collection: a client that adds an existing resource to a lease and then checks that the
+    /// resource still exists can rely on the answer (the collection either saw the lease's
+    /// reference, or finished before the check).
     pub fn add_lease_resource(&self, ns: &str, id: &str, resource: &LeaseResource) -> Result<()> {
+        let barrier = self.gc_barrier();
+        let _shared = barrier.read().unwrap_or_else(|p| p.into_inner());
         self.update(ns, |tx| tx.lease_add(id, resource))
     }
 
