@@ -495,46 +495,46 @@ impl Task for TaskService {
         }
         let (id, root) = (inner.id.clone(), inner.root());
         let built = (|| {
-            if req.terminal {
-                let console = stdio::ConsoleSocket::bind(bundle.join("console.sock"))
+            // A terminal gets a pty whose master comes back over a console socket; otherwise
+            // the process gets the stdio fds directly.
+            let (console, io) = if req.terminal {
+                let socket = stdio::ConsoleSocket::bind(bundle.join("console.sock"))
                     .map_err(|e| io_status("console socket", e))?;
-                in_child(|| {
-                    adjust_spec(&bundle)?;
-                    ContainerBuilder::new(id.clone(), SyscallType::Linux)
-                        .with_root_path(root.clone())
-                        .map_err(to_status)?
-                        .with_console_socket(Some(console.path()))
-                        .as_init(&bundle)
-                        .with_systemd(false)
-                        .with_detach(true)
-                        .build()
-                        .map_err(to_status)?;
-                    Ok(0)
-                })?;
-                let master = console.receive_master().map_err(|e| io_status("pty", e))?;
-                let close = stdio::copy_pty(&master, &req.stdin, &req.stdout).map_err(|e| io_status("pty io", e))?;
-                let container = Container::load(root.join(&id)).map_err(to_status)?;
-                return Ok::<_, Status>((container, close, Some(master)));
-            }
-            let io = stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?;
-            let stdio::ProcessIo { stdin, stdout, stderr, close_stdin } = io;
+                (Some(socket), None)
+            } else {
+                (None, Some(stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?))
+            };
+            let (fds, close_stdin) = match io {
+                Some(stdio::ProcessIo { stdin, stdout, stderr, close_stdin }) => {
+                    (Some((stdin, stdout, stderr)), close_stdin)
+                }
+                None => (None, None),
+            };
             in_child(|| {
                 adjust_spec(&bundle)?;
-                ContainerBuilder::new(id.clone(), SyscallType::Linux)
+                let mut builder = ContainerBuilder::new(id.clone(), SyscallType::Linux)
                     .with_root_path(root.clone())
-                    .map_err(to_status)?
-                    .with_stdin(stdin)
-                    .with_stdout(stdout)
-                    .with_stderr(stderr)
-                    .as_init(&bundle)
-                    .with_systemd(false)
-                    .with_detach(true)
-                    .build()
                     .map_err(to_status)?;
+                if let Some(socket) = &console {
+                    builder = builder.with_console_socket(Some(socket.path()));
+                }
+                if let Some((stdin, stdout, stderr)) = fds {
+                    builder = builder.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr);
+                }
+                builder.as_init(&bundle).with_systemd(false).with_detach(true).build().map_err(to_status)?;
                 Ok(0)
             })?;
+            let (close_stdin, master) = match console {
+                Some(socket) => {
+                    let master = socket.receive_master().map_err(|e| io_status("pty", e))?;
+                    let close =
+                        stdio::copy_pty(&master, &req.stdin, &req.stdout).map_err(|e| io_status("pty io", e))?;
+                    (close, Some(master))
+                }
+                None => (close_stdin, None),
+            };
             let container = Container::load(root.join(&id)).map_err(to_status)?;
-            Ok::<_, Status>((container, close_stdin, None))
+            Ok::<_, Status>((container, close_stdin, master))
         })();
         let (container, close_stdin, console) = match built {
             Ok(c) => c,
