@@ -107,7 +107,7 @@ fn running_tasks_survive_a_berthd_restart() {
 
     // Restart on the same root and state.
     let log = d.dir().join("berthd2.log");
-    let mut child = restart(&d, &log);
+    let child = restart(&d, &log);
     let ctr2 =
         |args: &[&str]| run(Command::new(external_tool("ctr").unwrap()).arg("--address").arg(&d.socket).args(args));
     wait_for("berthd to answer", || ctr2(&["version"]).status.success());
@@ -124,13 +124,7 @@ fn running_tasks_survive_a_berthd_restart() {
             ctr2(&["task", "delete", id]).ok();
         }
     }));
-    // SAFETY: stopping the berthd this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    if let Err(p) = result {
-        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-        std::panic::resume_unwind(p);
-    }
+    stop_restarted(child, &log, result);
     assert!(bundles(&d.state).is_empty());
 }
 
@@ -149,6 +143,17 @@ fn restart(d: &Daemon, log: &std::path::Path) -> std::process::Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
+}
+
+/// Stops a berthd started by [`restart`]; re-raises the test's panic with its log.
+fn stop_restarted(mut child: std::process::Child, log: &std::path::Path, result: std::thread::Result<()>) {
+    // SAFETY: stopping the berthd this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    if let Err(p) = result {
+        eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+        std::panic::resume_unwind(p);
+    }
 }
 
 #[test]
@@ -177,7 +182,7 @@ fn dead_shims_are_cleaned_up_with_their_real_exit_status() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let log = d.dir().join("berthd2.log");
-    let mut child = restart(&d, &log);
+    let child = restart(&d, &log);
     let ctr2 =
         |args: &[&str]| run(Command::new(external_tool("ctr").unwrap()).arg("--address").arg(&d.socket).args(args));
     wait_for("berthd to answer", || ctr2(&["version"]).status.success());
@@ -204,13 +209,7 @@ fn dead_shims_are_cleaned_up_with_their_real_exit_status() {
             ctr2(&["containers", "rm", id]).ok();
         }
     }));
-    // SAFETY: stopping the berthd this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    if let Err(p) = result {
-        eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-        std::panic::resume_unwind(p);
-    }
+    stop_restarted(child, &log, result);
     assert!(bundles(&d.state).is_empty());
 }
 

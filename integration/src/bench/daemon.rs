@@ -115,16 +115,9 @@ pub(crate) fn start_containerd(dir: &Path) -> Option<(Proc, f64)> {
 
 /// Resident and proportional set size of a process in MiB, from /proc.
 fn rss_pss_mib(pid: u32) -> (f64, f64) {
-    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        rollup
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("Rss:"), field("Pss:"))
+    let rollup = super::smaps_rollup_kib(pid);
+    let field = |name: &str| rollup.get(name).map_or(f64::NAN, |kb| kb / 1024.0);
+    (field("Rss"), field("Pss"))
 }
 
 async fn channel(socket: PathBuf) -> Channel {

@@ -65,6 +65,18 @@ impl Report {
     }
 }
 
+/// The fields of `/proc/PID/smaps_rollup` (`Rss`, `Pss`, `Private_Dirty`, ...) in KiB; empty
+/// when the process is gone.
+pub(crate) fn smaps_rollup_kib(pid: u32) -> std::collections::HashMap<String, f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            Some((name.to_string(), rest.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Runs `cmd` to success (panicking with its stderr otherwise) and returns milliseconds.
 pub(crate) fn run_ok(cmd: &mut std::process::Command) -> f64 {
     let t = Instant::now();

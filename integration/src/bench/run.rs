@@ -196,18 +196,11 @@ fn read_pid(path: &Path) -> Option<u32> {
 fn memory_kib(pids: &[u32]) -> (f64, f64, f64) {
     let mut sum = (0.0, 0.0, 0.0);
     for pid in pids {
-        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-        let field = |name: &str| {
-            rollup
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        sum.0 += field("Rss:");
-        sum.1 += field("Pss:");
-        sum.2 += field("Private_Clean:") + field("Private_Dirty:");
+        let rollup = super::smaps_rollup_kib(*pid);
+        let field = |name: &str| rollup.get(name).copied().unwrap_or(0.0);
+        sum.0 += field("Rss");
+        sum.1 += field("Pss");
+        sum.2 += field("Private_Clean") + field("Private_Dirty");
     }
     sum
 }
