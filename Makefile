@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
-RELEASE_BINS := target/release/berthd target/release/berthctl target/release/berth-shim
+RELEASE_BINS := target/release/berthd target/release/berthctl target/release/berth-shim target/release/berth-runtime
 
 # Debian packages the tests and benchmarks drive: ctr and containerd (the incumbent and a
 # foreign client of our API); busybox-static for the test images; skopeo and umoci to check

@@ -153,7 +153,11 @@ fn docker_default_seccomp_profile() {
          nproc >/dev/null && date +%Y >/dev/null && echo clock",
     ]);
     assert_eq!(r.ok(), "ok\nforked\npersona\nchroot\nclock\n", "{}", r.stderr);
-    assert_nothing_left(&d, &["r-sc-unshare", "r-sc-mount", "r-sc-ok"]);
+    // A container starts with a clean signal state, as under runc: nothing blocked, nothing
+    // ignored (the shim's blocked SIGCHLD and Rust's ignored SIGPIPE stay out).
+    let r = d.berthctl(&["run", "--rm", "busybox", "r-sc-sig", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]);
+    assert_eq!(r.ok(), "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n", "{}", r.stderr);
+    assert_nothing_left(&d, &["r-sc-unshare", "r-sc-mount", "r-sc-ok", "r-sc-sig"]);
 }
 
 /// Removes a container's rootfs snapshot; the collection that the container's removal

@@ -2,23 +2,28 @@
 //! `berth-shim --namespace NS --id ID --bundle DIR`, it binds `DIR/shim.sock`, forks into its
 //! own session (the parent prints the address and exits once the socket is bound), becomes a
 //! child subreaper so the container's processes are reaped here, writes `address` and
-//! `shim.pid` into DIR, and serves `berth.shim.v1.Task` on a single-threaded runtime.
+//! `shim.pid` into DIR, and serves `berth.shim.v1.Task` (see `rpc`): a thread per
+//! connection, plain blocking I/O, no async runtime. The container itself is built and
+//! driven by the short-lived `berth-runtime` helper (see `runtime`).
 //!
-//! The fork happens before any thread exists; libcontainer's own forks run synchronously on
-//! the runtime's only thread, so no reaping races them.
+//! SIGCHLD is blocked in every thread and taken by the reaper thread with sigwaitinfo, which
+//! reaps every child: container processes reparented here, and the helpers.
 
+mod cgroups;
 mod metrics;
 mod oom;
+mod rpc;
+mod runtime;
 mod stdio;
 mod task;
 
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::PathBuf;
-
-use berth_proto::berth::shim::v1::task_server::TaskServer;
+use std::sync::Arc;
 
 /// Command-line arguments.
 struct Args {
+    #[allow(dead_code)]
     namespace: String,
     id: String,
     bundle: PathBuf,
@@ -86,15 +91,64 @@ fn main() {
     let _ = std::fs::write(args.bundle.join("shim.pid"), pid.to_string());
     let _ = std::fs::write(args.bundle.join("address"), format!("unix://{}", socket.display()));
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("berth-shim: runtime: {e}");
-            std::process::exit(1);
+    // One malloc arena: the threads here are few and short, and every arena's pages would
+    // count against each container.
+    // SAFETY: mallopt before any other thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    let service = task::TaskService::new(args.id, args.bundle, runtime::default_binary());
+    if let Err(e) = start_reaper(service.clone()) {
+        eprintln!("berth-shim: reaper: {e}");
+        std::process::exit(1);
+    }
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => task::serve(service.clone(), conn),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("berth-shim: accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
+    }
+}
+
+/// Runs `f` on a new thread with a small stack (the shim's threads only copy bytes, wait,
+/// or serve one call).
+pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    let b = std::thread::Builder::new().name(name.into()).stack_size(256 * 1024);
+    if let Err(e) = b.spawn(f) {
+        eprintln!("berth-shim: thread {name}: {e}");
+    }
+}
+
+/// Blocks SIGCHLD here (threads started later inherit the mask; children get a clean one
+/// from std's spawn) and reaps every child on a dedicated thread.
+fn start_reaper(service: Arc<task::TaskService>) -> std::io::Result<()> {
+    // SAFETY: building a signal set and masking it in this (so far only) thread.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        set
     };
-    let code = runtime.block_on(serve(args, listener));
-    std::process::exit(code);
+    std::thread::Builder::new().name("reaper".into()).stack_size(128 * 1024).spawn(move || loop {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            service.reaped(pid as u32, status);
+        }
+        // SAFETY: waiting for a signal of the set built above.
+        unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+    })?;
+    Ok(())
 }
 
 /// stdin from /dev/null, stdout and stderr to `bundle/shim.log`.
@@ -110,34 +164,6 @@ fn redirect_stdio(bundle: &std::path::Path) {
         if let Ok(l) = &log {
             libc::dup2(l.as_raw_fd(), 1);
             libc::dup2(l.as_raw_fd(), 2);
-        }
-    }
-}
-
-async fn serve(args: Args, listener: StdUnixListener) -> i32 {
-    if let Err(e) = listener.set_nonblocking(true) {
-        eprintln!("berth-shim: socket: {e}");
-        return 1;
-    }
-    let listener = match tokio::net::UnixListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("berth-shim: socket: {e}");
-            return 1;
-        }
-    };
-    let (service, shutdown) = task::TaskService::new(args.namespace, args.id, args.bundle);
-    service.start_reaper();
-    let server = tonic::transport::Server::builder()
-        .add_service(TaskServer::new(service))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), async move {
-            let _ = shutdown.await;
-        });
-    match server.await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("berth-shim: serve: {e}");
-            1
         }
     }
 }

@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use berth_proto::io::containerd::cgroups::{v1, v2};
-use libcgroups::common::CgroupSetup;
-use libcgroups::v1::ControllerType;
 
 /// Where cgroup v2 is mounted on a unified host.
 const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
@@ -21,9 +19,10 @@ const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
 /// `/berth/default/web`), in the message for this host's cgroup layout.
 pub fn collect(cgroup: &Path) -> std::io::Result<prost_types::Any> {
     let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
-    match libcgroups::common::get_cgroup_setup().map_err(std::io::Error::other)? {
-        CgroupSetup::Unified => Ok(berth_proto::to_any(&collect_v2(&Path::new(CGROUP2_ROOT).join(rel))?)),
-        CgroupSetup::Legacy | CgroupSetup::Hybrid => Ok(berth_proto::to_any(&collect_v1(&V1Dirs::of(rel))?)),
+    if crate::cgroups::unified() {
+        Ok(berth_proto::to_any(&collect_v2(&Path::new(CGROUP2_ROOT).join(rel))?))
+    } else {
+        Ok(berth_proto::to_any(&collect_v1(&V1Dirs::of(rel))?))
     }
 }
 
@@ -40,22 +39,19 @@ pub struct V1Dirs {
 }
 
 impl V1Dirs {
-    /// The cgroup `rel` under each controller's mount point (from mountinfo, as libcgroups
-    /// finds them, so co-mounted `cpu,cpuacct` works), or `/sys/fs/cgroup/<controller>`.
+    /// The cgroup `rel` under each controller's mount point (from mountinfo, so co-mounted
+    /// `cpu,cpuacct` works), or `/sys/fs/cgroup/<controller>`.
     pub fn of(rel: &Path) -> V1Dirs {
-        let dir = |c: ControllerType| {
-            libcgroups::v1::util::get_subsystem_mount_point(&c)
-                .unwrap_or_else(|_| Path::new("/sys/fs/cgroup").join(c.to_string()))
-                .join(rel)
-        };
+        let mountinfo = crate::cgroups::mountinfo();
+        let dir = |c: &str| crate::cgroups::v1_dir(&mountinfo, c, rel);
         V1Dirs {
-            memory: dir(ControllerType::Memory),
-            cpu: dir(ControllerType::Cpu),
-            cpuacct: dir(ControllerType::CpuAcct),
-            pids: dir(ControllerType::Pids),
-            blkio: dir(ControllerType::Blkio),
-            hugetlb: dir(ControllerType::HugeTlb),
-            rdma: Path::new("/sys/fs/cgroup/rdma").join(rel),
+            memory: dir("memory"),
+            cpu: dir("cpu"),
+            cpuacct: dir("cpuacct"),
+            pids: dir("pids"),
+            blkio: dir("blkio"),
+            hugetlb: dir("hugetlb"),
+            rdma: dir("rdma"),
         }
     }
 

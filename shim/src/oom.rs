@@ -1,7 +1,8 @@
 //! OOM kills in the container's cgroup while it runs. The kernel counts them (`oom_kill` in
 //! memory.oom_control on cgroup v1, in memory.events on v2) and says when to look: an eventfd
 //! registered through cgroup.event_control on v1, an inotify watch on memory.events on v2.
-//! The watch runs on the shim's runtime ([`AsyncFd`]) and calls back on every notification;
+//! The watch runs on its own thread (poll on the descriptor and a cancel pipe) and calls
+//! back on every notification;
 //! the caller compares the counter with what it already reported, so the check at init exit
 //! and the watch never report one kill twice.
 
@@ -10,12 +11,8 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use libcgroups::common::CgroupSetup;
-use libcgroups::v1::ControllerType;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-
 use crate::metrics;
+use crate::stdio::{Cancel, CancelWait};
 
 /// The OOM kill counter of one cgroup.
 #[derive(Debug, Clone)]
@@ -29,13 +26,11 @@ impl OomCounter {
     /// The counter of the cgroup at `cgroup` (the spec's cgroup path), for this host's layout.
     pub fn for_cgroup(cgroup: &Path) -> io::Result<OomCounter> {
         let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
-        let v2 = matches!(libcgroups::common::get_cgroup_setup().map_err(io::Error::other)?, CgroupSetup::Unified);
+        let v2 = crate::cgroups::unified();
         let dir = if v2 {
-            Path::new("/sys/fs/cgroup").join(rel)
+            Path::new(crate::cgroups::ROOT).join(rel)
         } else {
-            libcgroups::v1::util::get_subsystem_mount_point(&ControllerType::Memory)
-                .unwrap_or_else(|_| PathBuf::from("/sys/fs/cgroup/memory"))
-                .join(rel)
+            crate::cgroups::v1_dir(&crate::cgroups::mountinfo(), "memory", rel)
         };
         Ok(OomCounter { dir, v2 })
     }
@@ -52,13 +47,7 @@ impl OomCounter {
 }
 
 /// A running watch; dropping it stops watching.
-pub struct OomWatch(tokio::task::JoinHandle<()>);
-
-impl Drop for OomWatch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub struct OomWatch(#[allow(dead_code)] Cancel);
 
 /// What the callback found after a notification.
 pub enum Check {
@@ -117,45 +106,43 @@ fn drain(fd: &OwnedFd) -> io::Result<()> {
 }
 
 /// Watches `counter`'s cgroup and calls `check` on every notification, until it reports
-/// [`Check::Gone`] or the watch is dropped. Must be called on the tokio runtime.
+/// [`Check::Gone`] or the watch is dropped.
 pub fn watch(counter: &OomCounter, mut check: impl FnMut() -> Check + Send + 'static) -> io::Result<OomWatch> {
     let v2 = counter.v2;
     let fd = if v2 { register_v2(&counter.dir)? } else { register_v1(&counter.dir)? };
-    // SAFETY: the AsyncFd owns the OwnedFd, which stays open (and the same) until it drops.
-    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
-    Ok(OomWatch(tokio::spawn(async move {
-        loop {
-            let mut guard = match fd.readable().await {
-                Ok(g) => g,
-                Err(e) => {
-                    eprintln!("berth-shim: oom watch: {e}");
-                    return;
-                }
-            };
-            match drain(fd.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) => {
-                    eprintln!("berth-shim: oom watch: {e}");
-                    return;
-                }
-                Ok(()) => {}
-            }
-            drop(guard);
-            // v1 signals when the cgroup goes under OOM, just before the kernel picks and
-            // kills a victim; look again briefly until the counter moves. v2 notifies after
-            // the counter changed.
-            let retries: &[u64] = if v2 { &[] } else { &[1, 2, 5, 10, 20, 50, 100, 200] };
-            let mut found = check();
-            for ms in retries {
-                if !matches!(found, Check::Unchanged) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(*ms)).await;
-                found = check();
-            }
-            if matches!(found, Check::Gone) {
+    let (cancel, cancelled) = crate::stdio::cancel_pair()?;
+    crate::spawn("oom watch", move || loop {
+        match cancelled.wait_readable(&fd) {
+            CancelWait::Cancelled => return,
+            CancelWait::Error(e) => {
+                eprintln!("berth-shim: oom watch: {e}");
                 return;
             }
+            CancelWait::Ready => {}
         }
-    })))
+        match drain(&fd) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                eprintln!("berth-shim: oom watch: {e}");
+                return;
+            }
+            Ok(()) => {}
+        }
+        // v1 signals when the cgroup goes under OOM, just before the kernel picks and kills
+        // a victim; look again briefly until the counter moves. v2 notifies after the counter
+        // changed.
+        let retries: &[u64] = if v2 { &[] } else { &[1, 2, 5, 10, 20, 50, 100, 200] };
+        let mut found = check();
+        for ms in retries {
+            if !matches!(found, Check::Unchanged) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(*ms));
+            found = check();
+        }
+        if matches!(found, Check::Gone) {
+            return;
+        }
+    });
+    Ok(OomWatch(cancel))
 }

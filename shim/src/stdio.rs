@@ -1,14 +1,102 @@
 //! Process stdio from containerd-style named fifos: stdout and stderr fifos are handed to the
 //! process opened read-write (so clients attach and detach at any time and output never
 //! fails with EPIPE); stdin is copied from its fifo into a pipe the shim can close (CloseIO).
+//! Copies run on their own small threads, each waiting in poll(2) on its descriptors and on
+//! a cancel pipe.
 
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::fd::OwnedFd;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot;
+/// Dropping it cancels whoever waits on the matching [`Cancelled`] (the write end of a
+/// pipe: its close wakes the read end with POLLHUP).
+pub struct Cancel(#[allow(dead_code)] OwnedFd);
+
+/// The waiting side of a [`Cancel`].
+pub struct Cancelled(OwnedFd);
+
+/// What a wait ended with.
+pub enum CancelWait {
+    /// The descriptor is ready.
+    Ready,
+    /// The [`Cancel`] was dropped.
+    Cancelled,
+    /// poll failed.
+    Error(io::Error),
+}
+
+/// A new cancel handle and its waiting side.
+pub fn cancel_pair() -> io::Result<(Cancel, Cancelled)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    Ok((Cancel(w), Cancelled(r)))
+}
+
+impl Cancelled {
+    /// Waits until `fd` is readable or this is cancelled.
+    pub fn wait_readable(&self, fd: &impl AsFd) -> CancelWait {
+        self.wait(fd, libc::POLLIN)
+    }
+
+    fn wait(&self, fd: &impl AsFd, events: libc::c_short) -> CancelWait {
+        wait_for(fd, events, Some(self))
+    }
+}
+
+fn wait_for(fd: &impl AsFd, events: libc::c_short, cancel: Option<&Cancelled>) -> CancelWait {
+    let mut fds = [
+        libc::pollfd { fd: fd.as_fd().as_raw_fd(), events, revents: 0 },
+        libc::pollfd { fd: cancel.map_or(-1, |c| c.0.as_raw_fd()), events: libc::POLLIN, revents: 0 },
+    ];
+    loop {
+        // SAFETY: poll on an array of two pollfds we own (a negative fd is ignored).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return CancelWait::Error(e);
+        }
+        if fds[1].revents != 0 {
+            return CancelWait::Cancelled;
+        }
+        if fds[0].revents != 0 {
+            return CancelWait::Ready;
+        }
+    }
+}
+
+/// Copies `src` to `dst` until `src` ends or fails, `dst` fails, or `cancel` fires.
+fn copy(mut src: File, mut dst: File, cancel: Option<Cancelled>) {
+    set_nonblocking(&src);
+    set_nonblocking(&dst);
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        if !matches!(wait_for(&src, libc::POLLIN, cancel.as_ref()), CancelWait::Ready) {
+            return;
+        }
+        let n = match src.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+            Err(_) => return,
+        };
+        let mut off = 0;
+        while off < n {
+            match dst.write(&buf[off..n]) {
+                Ok(k) => off += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !matches!(wait_for(&dst, libc::POLLOUT, cancel.as_ref()), CancelWait::Ready) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
 
 /// The fds a new process gets, and the handle that closes its stdin.
 pub struct ProcessIo {
@@ -18,8 +106,8 @@ pub struct ProcessIo {
     pub stdout: OwnedFd,
     /// stderr.
     pub stderr: OwnedFd,
-    /// Closes stdin when sent to or dropped (None without a stdin fifo).
-    pub close_stdin: Option<oneshot::Sender<()>>,
+    /// Closes stdin when dropped (None without a stdin fifo).
+    pub close_stdin: Option<Cancel>,
 }
 
 fn dev_null(write: bool) -> io::Result<OwnedFd> {
@@ -34,7 +122,7 @@ fn output(path: &str) -> io::Result<OwnedFd> {
     Ok(f.into())
 }
 
-/// Opens the stdio of a process. Must run inside the tokio runtime (stdin copier).
+/// Opens the stdio of a process.
 pub fn open(stdin: &str, stdout: &str, stderr: &str) -> io::Result<ProcessIo> {
     let stdout_fd = output(stdout)?;
     let stderr_fd = if !stderr.is_empty() && stderr == stdout { stdout_fd.try_clone()? } else { output(stderr)? };
@@ -46,34 +134,12 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str) -> io::Result<ProcessIo> {
     let fifo =
         OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(stdin)?;
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(copy_stdin(fifo, File::from(w), rx));
-    Ok(ProcessIo { stdin: r, stdout: stdout_fd, stderr: stderr_fd, close_stdin: Some(tx) })
-}
-
-async fn copy_stdin(fifo: File, pipe: File, mut close: oneshot::Receiver<()>) {
-    let Ok(mut src) = tokio::net::unix::pipe::Receiver::from_file_unchecked(fifo) else { return };
-    set_nonblocking(&pipe);
-    let Ok(mut dst) = tokio::net::unix::pipe::Sender::from_file_unchecked(pipe) else { return };
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        tokio::select! {
-            _ = &mut close => return,
-            r = tokio::io::AsyncReadExt::read(&mut src, &mut buf) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    tokio::select! {
-                        _ = &mut close => return,
-                        w = dst.write_all(&buf[..n]) => if w.is_err() { return },
-                    }
-                }
-            },
-        }
-    }
+    let (cancel, cancelled) = cancel_pair()?;
+    crate::spawn("stdin", move || copy(fifo, File::from(w), Some(cancelled)));
+    Ok(ProcessIo { stdin: r, stdout: stdout_fd, stderr: stderr_fd, close_stdin: Some(cancel) })
 }
 
 fn set_nonblocking(f: &File) {
-    use std::os::fd::AsRawFd;
     // SAFETY: fcntl on an fd we own.
     unsafe {
         let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
@@ -143,36 +209,22 @@ impl Drop for ConsoleSocket {
 
 /// Copies between a pty master and the process's fifos: stdin fifo → master, master → stdout
 /// fifo. The stdout fifo is released when the pty closes, so readers see EOF.
-pub fn copy_pty(master: &OwnedFd, stdin: &str, stdout: &str) -> io::Result<Option<oneshot::Sender<()>>> {
-    let out_master = File::from(master.try_clone()?);
-    set_nonblocking(&out_master);
+pub fn copy_pty(master: &OwnedFd, stdin: &str, stdout: &str) -> io::Result<Option<Cancel>> {
     if !stdout.is_empty() {
+        let out_master = File::from(master.try_clone()?);
         let out =
             OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(stdout)?;
-        tokio::spawn(async move {
-            let Ok(mut src) = tokio::net::unix::pipe::Receiver::from_file_unchecked(out_master) else { return };
-            let Ok(mut dst) = tokio::net::unix::pipe::Sender::from_file_unchecked(out) else { return };
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match tokio::io::AsyncReadExt::read(&mut src, &mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if dst.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        crate::spawn("pty out", move || copy(out_master, out, None));
     }
     if stdin.is_empty() {
         return Ok(None);
     }
     let fifo =
         OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(stdin)?;
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(copy_stdin(fifo, File::from(master.try_clone()?), rx));
-    Ok(Some(tx))
+    let (cancel, cancelled) = cancel_pair()?;
+    let to_master = File::from(master.try_clone()?);
+    crate::spawn("pty in", move || copy(fifo, to_master, Some(cancelled)));
+    Ok(Some(cancel))
 }
 
 /// Sets the window size of a pty.

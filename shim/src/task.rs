@@ -1,28 +1,29 @@
-//! The `berth.shim.v1.Task` service: the container (built and run by youki's libcontainer),
-//! its init and exec processes with their exit status kept until Delete, the reaper, and the
-//! event queue berthd drains.
+//! The task service of one shim: the container (built and run by the `berth-runtime`
+//! helper, see [`crate::runtime`]), its init and exec processes with their exit status kept
+//! until Delete, the reaper's bookkeeping, and the event queue berthd drains.
+//!
+//! Locking: `state` guards everything here and is held only briefly; the reaper takes it to
+//! record exits. `op` serialises the calls that change the container (create, start, exec,
+//! delete, kill, pause, resume, update), which run the helper without holding `state`.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use berth_proto::berth::shim::v1::task_server::Task;
 use berth_proto::berth::shim::v1::*;
 use berth_proto::containerd::events::{TaskExit, TaskOom};
 use berth_proto::containerd::v1::types::{ProcessInfo, Status as ProcStatus};
-use libcgroups::common::{AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt};
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::Container;
-use libcontainer::error::LibcontainerError;
-use libcontainer::signal::Signal;
-use libcontainer::syscall::syscall::SyscallType;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::{Request, Response, Status};
+use prost::Message;
 
 use crate::oom::{Check, OomCounter, OomWatch};
-use crate::{metrics, stdio};
+use crate::rpc::{self, Code, Status};
+use crate::runtime::{HelperStdio, Runtime};
+use crate::stdio::{self, Cancel};
+use crate::{metrics, spawn};
 
 type Exit = Option<(u32, SystemTime)>;
 
@@ -37,9 +38,9 @@ struct Proc {
     stderr: String,
     terminal: bool,
     started: bool,
-    exit: watch::Sender<Exit>,
-    close_stdin: Option<oneshot::Sender<()>>,
-    /// Exec processes: the OCI process spec written for libcontainer.
+    exit: Exit,
+    close_stdin: Option<Cancel>,
+    /// Exec processes: the OCI process spec written for the runtime.
     spec_path: Option<PathBuf>,
     /// Exec processes: stdio opened at Exec (clients open their fifo ends before Start).
     io: Option<stdio::ProcessIo>,
@@ -59,7 +60,7 @@ impl Proc {
             stderr,
             terminal,
             started: false,
-            exit: watch::channel(None).0,
+            exit: None,
             close_stdin: None,
             spec_path: None,
             io: None,
@@ -68,7 +69,7 @@ impl Proc {
         }
     }
     fn exited(&self) -> Exit {
-        *self.exit.borrow()
+        self.exit
     }
     fn status(&self, paused: bool) -> ProcStatus {
         match (self.exited(), self.started) {
@@ -83,17 +84,20 @@ impl Proc {
 struct Inner {
     id: String,
     bundle: PathBuf,
-    container: Option<Container>,
+    /// The runtime holds a container (created and not yet deleted).
+    created: bool,
     cgroup_path: PathBuf,
     init: Option<Proc>,
     execs: HashMap<String, Proc>,
     /// Exits reaped before their pid was known.
     unclaimed: HashMap<u32, u32>,
+    /// Runtime helpers running, and their wait status once reaped.
+    helpers: HashMap<u32, Option<i32>>,
     paused: bool,
     rootfs_mounted: bool,
     events: VecDeque<Event>,
     seq: u64,
-    subscribers: Vec<mpsc::UnboundedSender<Result<Event, Status>>>,
+    subscribers: Vec<mpsc::Sender<Event>>,
     /// The OOM kill counter of the container's cgroup, once created.
     oom: Option<OomCounter>,
     /// OOM kills already reported as /tasks/oom.
@@ -103,33 +107,12 @@ struct Inner {
 }
 
 /// The shim's task service.
-#[derive(Clone)]
 pub struct TaskService {
-    inner: Arc<Mutex<Inner>>,
-    shutdown: Arc<Mutex<Option<oneshot::Sender<()>>>>,
-}
-
-fn to_status(e: LibcontainerError) -> Status {
-    match e {
-        LibcontainerError::Exist => Status::already_exists(e.to_string()),
-        LibcontainerError::IncorrectStatus(_) => Status::failed_precondition(e.to_string()),
-        LibcontainerError::InvalidInput(_)
-        | LibcontainerError::InvalidID(_)
-        | LibcontainerError::MissingSpec(_)
-        | LibcontainerError::InvalidSpec(_)
-        | LibcontainerError::Spec(_) => Status::invalid_argument(format!("{e}: {}", source_chain(&e))),
-        other => Status::internal(format!("{other}: {}", source_chain(&other))),
-    }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
+    state: Mutex<Inner>,
+    /// Signalled whenever a process exits or a helper is reaped.
+    changed: Condvar,
+    op: Mutex<()>,
+    runtime: Runtime,
 }
 
 fn io_status(what: &str, e: impl std::fmt::Display) -> Status {
@@ -141,106 +124,13 @@ fn not_found(what: &str) -> Status {
 }
 
 /// Exit status as a shell reports it: the code, or 128 + the signal.
-fn exit_code(status: i32) -> u32 {
+pub fn exit_code(status: i32) -> u32 {
     if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status) as u32
     } else if libc::WIFSIGNALED(status) {
         128 + libc::WTERMSIG(status) as u32
     } else {
         255
-    }
-}
-
-/// Adapts the bundle's config.json to this host and to libcontainer before the build:
-/// - A negative oomScoreAdj below ours is raised to ours: root may not lower it on these
-///   machines, so the build would fail (containerd's restrict_oom_score_adj does the same).
-/// - Seccomp `SCMP_CMP_MASKED_EQ` arguments are rewritten for libcontainer 0.7, which reads
-///   the mask from `valueTwo` where the runtime spec (and runc, crun, Docker's profile) put
-///   it in `value`. Unconverted, Docker's `clone` rule would match every call.
-fn adjust_spec(bundle: &Path) -> Result<(), Status> {
-    let path = bundle.join("config.json");
-    let data = std::fs::read(&path).map_err(|e| io_status("read config.json", e))?;
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&data).map_err(|e| Status::invalid_argument(format!("config.json: {e}")))?;
-    let mut changed = false;
-    let ours: i64 =
-        std::fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    if let Some(process) = spec.get_mut("process").and_then(|p| p.as_object_mut()) {
-        if process.get("oomScoreAdj").and_then(|v| v.as_i64()).is_some_and(|v| v < ours) {
-            process.insert("oomScoreAdj".into(), ours.into());
-            changed = true;
-        }
-    }
-    if let Some(seccomp) = spec.pointer_mut("/linux/seccomp") {
-        changed |= berth_oci::seccomp::masked_eq_for_libcontainer(seccomp) > 0;
-    }
-    if changed {
-        let data = serde_json::to_vec(&spec).map_err(|e| io_status("encode config.json", e))?;
-        std::fs::write(&path, data).map_err(|e| io_status("write config.json", e))?;
-    }
-    Ok(())
-}
-
-/// Runs `build` (a libcontainer create or exec) in a forked child and returns the pid it
-/// reports. The shim lives as long as its container, and every page of code it touches
-/// stays in its resident set: building a container touches most of libcontainer, which
-/// this process then never needs again. In a child those pages are mapped only until it
-/// exits. The processes the child creates are orphaned when it exits and reparented to
-/// this process, the subreaper, whose reaper collects their exits as before.
-///
-/// The shim is single-threaded (tokio's current-thread runtime), so the child starts in a
-/// consistent state; it runs `build` and leaves with `_exit`, never returning to the
-/// runtime. The caller must not await between this call and using the result: the child
-/// is reaped here, not by the reaper.
-fn in_child(build: impl FnOnce() -> Result<u32, Status>) -> Result<u32, Status> {
-    use std::io::{Read, Write};
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_status("pipe", e))?;
-    // SAFETY: the process is single-threaded; the child only runs `build` and exits.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(io_status("fork", std::io::Error::last_os_error()));
-    }
-    if child == 0 {
-        drop(r);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
-            .unwrap_or_else(|_| Err(Status::internal("container build panicked")));
-        let msg = match result {
-            Ok(pid) => format!("0 {pid}"),
-            Err(s) => format!("{} {}", s.code() as i32, s.message()),
-        };
-        let _ = std::fs::File::from(w).write_all(msg.as_bytes());
-        // SAFETY: leaving the forked child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    drop(w);
-    // Reap first, then read what the child wrote (a few bytes; a pipe holds 64 KiB). Reading
-    // to EOF would hang: the container's init inherits the write end and keeps it until it
-    // execs, which is at Start.
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    while unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
-    let mut r = std::fs::File::from(r);
-    nix::fcntl::fcntl(
-        std::os::fd::AsRawFd::as_raw_fd(&r),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .map_err(|e| io_status("pipe", e))?;
-    let mut buf = [0u8; 4096];
-    let n = match r.read(&mut buf) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(io_status("read from build child", e)),
-    };
-    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let (code, rest) = msg.split_once(' ').unwrap_or((msg.as_str(), ""));
-    match code.parse::<i32>() {
-        Ok(0) => rest.parse().map_err(|_| Status::internal(format!("build child reported {msg:?}"))),
-        Ok(code) => Err(Status::new(tonic::Code::from_i32(code), rest)),
-        Err(_) => Err(Status::internal(format!("container build child died ({})", exit_code(status)))),
     }
 }
 
@@ -257,8 +147,16 @@ impl Inner {
             timestamp: Some(SystemTime::now().into()),
             event: Some(berth_proto::to_any(msg)),
         };
-        self.subscribers.retain(|s| s.send(Ok(ev.clone())).is_ok());
+        self.subscribers.retain(|s| s.send(ev.clone()).is_ok());
         self.events.push_back(ev);
+    }
+
+    fn proc_ref(&self, exec_id: &str) -> Result<&Proc, Status> {
+        if exec_id.is_empty() {
+            self.init.as_ref().ok_or_else(|| not_found("container not created"))
+        } else {
+            self.execs.get(exec_id).ok_or_else(|| not_found(&format!("exec {exec_id:?}")))
+        }
     }
 
     fn proc_mut(&mut self, exec_id: &str) -> Result<&mut Proc, Status> {
@@ -269,15 +167,6 @@ impl Inner {
         }
     }
 
-    fn cgroup_manager(&self) -> Result<AnyCgroupManager, Status> {
-        libcgroups::common::create_cgroup_manager(CgroupConfig {
-            cgroup_path: self.cgroup_path.clone(),
-            systemd_cgroup: false,
-            container_name: self.id.clone(),
-        })
-        .map_err(|e| io_status("cgroup", e))
-    }
-
     fn record_exit(&mut self, pid: u32, code: u32) {
         let now = SystemTime::now();
         let id = self.id.clone();
@@ -285,7 +174,7 @@ impl Inner {
             // The watch may not have seen an OOM kill of the init yet: report it before the exit.
             self.check_oom();
             if let Some(p) = self.init.as_mut() {
-                p.exit.send_replace(Some((code, now)));
+                p.exit = Some((code, now));
                 p.close_stdin.take();
             }
             self.paused = false;
@@ -309,7 +198,7 @@ impl Inner {
             return;
         }
         let exec = self.execs.iter_mut().find(|(_, p)| p.pid == pid && p.exited().is_none()).map(|(k, p)| {
-            p.exit.send_replace(Some((code, now)));
+            p.exit = Some((code, now));
             p.close_stdin.take();
             k.clone()
         });
@@ -339,24 +228,6 @@ impl Inner {
         }
     }
 
-    /// Starts reporting OOM kills in the new container's cgroup as they happen.
-    fn watch_oom(&mut self, svc: &TaskService) {
-        let counter = match OomCounter::for_cgroup(&self.cgroup_path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("berth-shim: oom counter: {e}");
-                return;
-            }
-        };
-        self.ooms_reported = counter.read().unwrap_or(0);
-        let svc = svc.clone();
-        match crate::oom::watch(&counter, move || svc.lock().check_oom()) {
-            Ok(w) => self.oom_watch = Some(w),
-            Err(e) => eprintln!("berth-shim: oom watch on {}: {e}", self.cgroup_path.display()),
-        }
-        self.oom = Some(counter);
-    }
-
     /// Applies an exit reaped before the process's pid was recorded.
     fn claim(&mut self, pid: u32) {
         if let Some(code) = self.unclaimed.remove(&pid) {
@@ -375,19 +246,23 @@ impl Inner {
     }
 }
 
+fn encode(msg: impl Message) -> Result<Vec<u8>, Status> {
+    Ok(msg.encode_to_vec())
+}
+
 impl TaskService {
-    /// A service for container `id` of namespace `_ns` with its bundle at `bundle`, and the
-    /// future that resolves when Shutdown asks the server to stop.
-    pub fn new(_ns: String, id: String, bundle: PathBuf) -> (TaskService, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
+    /// The service for container `id` with its bundle at `bundle`.
+    pub fn new(id: String, bundle: PathBuf, runtime_binary: PathBuf) -> Arc<TaskService> {
+        let runtime = Runtime { binary: runtime_binary, root: bundle.join("runtime"), id: id.clone() };
         let inner = Inner {
             id,
             bundle,
-            container: None,
+            created: false,
             cgroup_path: PathBuf::new(),
             init: None,
             execs: HashMap::new(),
             unclaimed: HashMap::new(),
+            helpers: HashMap::new(),
             paused: false,
             rootfs_mounted: false,
             events: VecDeque::new(),
@@ -397,68 +272,121 @@ impl TaskService {
             ooms_reported: 0,
             oom_watch: None,
         };
-        (TaskService { inner: Arc::new(Mutex::new(inner)), shutdown: Arc::new(Mutex::new(Some(tx))) }, rx)
+        Arc::new(TaskService { state: Mutex::new(inner), changed: Condvar::new(), op: Mutex::new(()), runtime })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reaps every child on SIGCHLD and records the exits.
-    pub fn start_reaper(&self) {
-        let svc = self.clone();
-        let mut sig = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
-            Ok(s) => s,
+    fn op(&self) -> MutexGuard<'_, ()> {
+        self.op.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a child the reaper collected: a runtime helper, or a container process.
+    pub fn reaped(&self, pid: u32, status: i32) {
+        let mut st = self.lock();
+        if let Some(slot) = st.helpers.get_mut(&pid) {
+            *slot = Some(status);
+        } else {
+            st.record_exit(pid, exit_code(status));
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Runs the runtime helper with `args`; see [`Runtime::run`].
+    fn helper(&self, args: &[&std::ffi::OsStr], stdio: HelperStdio) -> Result<String, Status> {
+        self.runtime.run(args, stdio, &self.state, &self.changed, |st| &mut st.helpers)
+    }
+
+    /// Starts reporting OOM kills in the new container's cgroup as they happen.
+    fn watch_oom(self: &Arc<Self>, st: &mut Inner) {
+        let counter = match OomCounter::for_cgroup(&st.cgroup_path) {
+            Ok(c) => c,
             Err(e) => {
-                eprintln!("berth-shim: SIGCHLD handler: {e}");
+                eprintln!("berth-shim: oom counter: {e}");
                 return;
             }
         };
-        tokio::spawn(async move {
-            loop {
-                svc.reap();
-                if sig.recv().await.is_none() {
-                    return;
-                }
-            }
-        });
-    }
-
-    fn reap(&self) {
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid with a valid out pointer.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                return;
-            }
-            self.lock().record_exit(pid as u32, exit_code(status));
+        st.ooms_reported = counter.read().unwrap_or(0);
+        let svc = Arc::downgrade(self);
+        let check = move || match svc.upgrade() {
+            Some(svc) => svc.lock().check_oom(),
+            None => Check::Gone,
+        };
+        match crate::oom::watch(&counter, check) {
+            Ok(w) => st.oom_watch = Some(w),
+            Err(e) => eprintln!("berth-shim: oom watch on {}: {e}", st.cgroup_path.display()),
         }
+        st.oom = Some(counter);
     }
 
     fn check_id(&self, id: &str) -> Result<(), Status> {
-        let inner = self.lock();
-        if !id.is_empty() && id != inner.id {
+        let st = self.lock();
+        if !id.is_empty() && id != st.id {
             return Err(not_found(&format!("container {id:?}")));
         }
         Ok(())
     }
-}
 
-#[tonic::async_trait]
-impl Task for TaskService {
-    async fn state(&self, req: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
-        let req = req.into_inner();
+    /// Serves one connection: one request, one response (a stream of them for Events).
+    pub fn serve_connection(self: &Arc<Self>, mut conn: UnixStream) {
+        let req = match rpc::read_request(&mut conn) {
+            Ok(r) => r,
+            Err(s) => {
+                let _ = rpc::write_frame(&mut conn, &rpc::response(Err(s)));
+                return;
+            }
+        };
+        if req.method == "Events" {
+            self.events(conn);
+            return;
+        }
+        let shutdown = req.method == "Shutdown";
+        let result = self.dispatch(&req.method, &req.payload);
+        let ok = result.is_ok();
+        let _ = rpc::write_frame(&mut conn, &rpc::response(result));
+        let _ = conn.flush();
+        if shutdown && ok {
+            drop(conn);
+            std::process::exit(0);
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>, method: &str, p: &[u8]) -> Result<Vec<u8>, Status> {
+        match method {
+            "State" => encode(self.state(rpc::decode(p)?)?),
+            "Create" => encode(self.create(rpc::decode(p)?)?),
+            "Start" => encode(self.start(rpc::decode(p)?)?),
+            "Delete" => encode(self.delete(rpc::decode(p)?)?),
+            "Pids" => encode(self.pids(rpc::decode(p)?)?),
+            "Pause" => encode(self.pause(rpc::decode(p)?)?),
+            "Resume" => encode(self.resume(rpc::decode(p)?)?),
+            "Kill" => encode(self.kill(rpc::decode(p)?)?),
+            "Exec" => encode(self.exec(rpc::decode(p)?)?),
+            "ResizePty" => encode(self.resize_pty(rpc::decode(p)?)?),
+            "CloseIO" => encode(self.close_io(rpc::decode(p)?)?),
+            "Update" => encode(self.update(rpc::decode(p)?)?),
+            "Wait" => encode(self.wait(rpc::decode(p)?)?),
+            "Stats" => encode(self.stats(rpc::decode(p)?)?),
+            "Connect" => encode(self.connect(rpc::decode(p)?)?),
+            "Shutdown" => encode(self.shutdown(rpc::decode(p)?)?),
+            "AckEvents" => encode(self.ack_events(rpc::decode(p)?)?),
+            other => Err(Status::new(Code::Unimplemented, format!("unknown method {other:?}"))),
+        }
+    }
+
+    fn state(&self, req: StateRequest) -> Result<StateResponse, Status> {
         self.check_id(&req.id)?;
-        let mut inner = self.lock();
-        let (id, bundle, paused) = (inner.id.clone(), inner.bundle.display().to_string(), inner.paused);
-        let p = inner.proc_mut(&req.exec_id)?;
+        let st = self.lock();
+        let p = st.proc_ref(&req.exec_id)?;
         let exit = p.exited();
-        Ok(Response::new(StateResponse {
-            id,
-            bundle,
+        Ok(StateResponse {
+            id: st.id.clone(),
+            bundle: st.bundle.display().to_string(),
             pid: p.pid,
-            status: p.status(paused) as i32,
+            status: p.status(st.paused) as i32,
             stdin: p.stdin.clone(),
             stdout: p.stdout.clone(),
             stderr: p.stderr.clone(),
@@ -466,64 +394,55 @@ impl Task for TaskService {
             exit_status: exit.map_or(0, |e| e.0),
             exited_at: exit.map(|e| e.1.into()),
             exec_id: req.exec_id,
-        }))
+        })
     }
 
-    async fn create(&self, req: Request<CreateTaskRequest>) -> Result<Response<CreateTaskResponse>, Status> {
-        let req = req.into_inner();
+    fn create(self: &Arc<Self>, req: CreateTaskRequest) -> Result<CreateTaskResponse, Status> {
         self.check_id(&req.id)?;
-        let mut inner = self.lock();
-        if inner.init.is_some() {
-            return Err(Status::already_exists(format!("task {:?}", inner.id)));
-        }
-        let bundle = inner.bundle.clone();
-        if !req.rootfs.is_empty() {
-            let mounts: Vec<berth_mount::Mount> = req
-                .rootfs
-                .iter()
-                .map(|m| berth_mount::Mount {
-                    kind: m.r#type.clone(),
-                    source: m.source.clone(),
-                    target: m.target.clone(),
-                    options: m.options.clone(),
-                })
-                .collect();
-            let rootfs = bundle.join("rootfs");
-            std::fs::create_dir_all(&rootfs).map_err(|e| io_status("create rootfs", e))?;
-            berth_mount::mount_all(&mounts, &rootfs).map_err(|e| io_status("mount rootfs", e))?;
-            inner.rootfs_mounted = true;
-        }
-        let (id, root) = (inner.id.clone(), inner.root());
+        let _op = self.op();
+        let bundle = {
+            let mut st = self.lock();
+            if st.init.is_some() {
+                return Err(Status::already_exists(format!("task {:?}", st.id)));
+            }
+            let bundle = st.bundle.clone();
+            if !req.rootfs.is_empty() {
+                let mounts: Vec<berth_mount::Mount> = req
+                    .rootfs
+                    .iter()
+                    .map(|m| berth_mount::Mount {
+                        kind: m.r#type.clone(),
+                        source: m.source.clone(),
+                        target: m.target.clone(),
+                        options: m.options.clone(),
+                    })
+                    .collect();
+                let rootfs = bundle.join("rootfs");
+                std::fs::create_dir_all(&rootfs).map_err(|e| io_status("create rootfs", e))?;
+                berth_mount::mount_all(&mounts, &rootfs).map_err(|e| io_status("mount rootfs", e))?;
+                st.rootfs_mounted = true;
+            }
+            bundle
+        };
         let built = (|| {
             // A terminal gets a pty whose master comes back over a console socket; otherwise
             // the process gets the stdio fds directly.
-            let (console, io) = if req.terminal {
+            let mut args: Vec<std::ffi::OsString> = vec!["create".into(), "--bundle".into(), bundle.clone().into()];
+            let (console, stdio) = if req.terminal {
                 let socket = stdio::ConsoleSocket::bind(bundle.join("console.sock"))
                     .map_err(|e| io_status("console socket", e))?;
-                (Some(socket), None)
+                args.push("--console-socket".into());
+                args.push(socket.path().into());
+                (Some(socket), HelperStdio::Null)
             } else {
-                (None, Some(stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?))
+                let io = stdio::open(&req.stdin, &req.stdout, &req.stderr).map_err(|e| io_status("open stdio", e))?;
+                (None, HelperStdio::Process(io))
             };
-            let (fds, close_stdin) = match io {
-                Some(stdio::ProcessIo { stdin, stdout, stderr, close_stdin }) => {
-                    (Some((stdin, stdout, stderr)), close_stdin)
-                }
-                None => (None, None),
-            };
-            in_child(|| {
-                adjust_spec(&bundle)?;
-                let mut builder = ContainerBuilder::new(id.clone(), SyscallType::Linux)
-                    .with_root_path(root.clone())
-                    .map_err(to_status)?;
-                if let Some(socket) = &console {
-                    builder = builder.with_console_socket(Some(socket.path()));
-                }
-                if let Some((stdin, stdout, stderr)) = fds {
-                    builder = builder.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr);
-                }
-                builder.as_init(&bundle).with_systemd(false).with_detach(true).build().map_err(to_status)?;
-                Ok(0)
-            })?;
+            let (stdio, close_stdin) = stdio.split();
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+            let out = self.helper(&args, stdio)?;
+            let (pid, cgroup) = out.split_once(' ').unwrap_or((out.as_str(), ""));
+            let pid: u32 = pid.parse().map_err(|_| Status::internal(format!("runtime reported {out:?}")))?;
             let (close_stdin, master) = match console {
                 Some(socket) => {
                     let master = socket.receive_master().map_err(|e| io_status("pty", e))?;
@@ -533,213 +452,242 @@ impl Task for TaskService {
                 }
                 None => (close_stdin, None),
             };
-            let container = Container::load(root.join(&id)).map_err(to_status)?;
-            Ok::<_, Status>((container, close_stdin, master))
+            Ok::<_, Status>((pid, PathBuf::from(cgroup), close_stdin, master))
         })();
-        let (container, close_stdin, console) = match built {
+        let mut st = self.lock();
+        let (pid, cgroup, close_stdin, console) = match built {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(inner.root().join(&inner.id));
-                inner.unmount_rootfs();
+                let _ = std::fs::remove_dir_all(st.root().join(&st.id));
+                st.unmount_rootfs();
                 return Err(e);
             }
         };
-        let pid = container.pid().map_or(0, |p| p.as_raw() as u32);
-        inner.cgroup_path = container.spec().map(|c| c.cgroup_path).unwrap_or_default();
-        inner.watch_oom(self);
+        st.created = true;
+        st.cgroup_path = cgroup;
+        self.watch_oom(&mut st);
         let mut p = Proc::new(req.stdin, req.stdout, req.stderr, req.terminal);
         p.pid = pid;
         p.close_stdin = close_stdin;
         p.console = console;
-        inner.init = Some(p);
-        inner.container = Some(container);
-        inner.claim(pid);
-        Ok(Response::new(CreateTaskResponse { pid }))
+        st.init = Some(p);
+        st.claim(pid);
+        drop(st);
+        self.changed.notify_all();
+        Ok(CreateTaskResponse { pid })
     }
 
-    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
-        let req = req.into_inner();
+    fn start(&self, req: StartRequest) -> Result<StartResponse, Status> {
         self.check_id(&req.id)?;
-        let mut inner = self.lock();
+        let _op = self.op();
         if req.exec_id.is_empty() {
             let pid = {
-                let p = inner.proc_mut("")?;
+                let mut st = self.lock();
+                let p = st.proc_mut("")?;
                 if p.started {
                     return Err(Status::failed_precondition("task already started"));
                 }
                 p.pid
             };
-            let c = inner.container.as_mut().ok_or_else(|| not_found("container"))?;
-            c.start().map_err(to_status)?;
-            inner.proc_mut("")?.started = true;
-            return Ok(Response::new(StartResponse { pid }));
+            self.helper(&["start".as_ref()], HelperStdio::Null)?;
+            self.lock().proc_mut("")?.started = true;
+            return Ok(StartResponse { pid });
         }
-        if inner.init.as_ref().is_none_or(|p| p.exited().is_some() || !p.started) {
-            return Err(Status::failed_precondition("cannot start an exec: the task is not running"));
-        }
-        let (root, id, inner_bundle) = (inner.root(), inner.id.clone(), inner.bundle.clone());
-        let p = inner.proc_mut(&req.exec_id)?;
-        if p.started {
-            return Err(Status::failed_precondition(format!("exec {:?} already started", req.exec_id)));
-        }
-        let spec_path = p.spec_path.clone();
-        let builder = ContainerBuilder::new(id, SyscallType::Linux).with_root_path(root).map_err(to_status)?;
-        let pid = if p.terminal {
-            let console = stdio::ConsoleSocket::bind(inner_bundle.join(format!("{}.console.sock", req.exec_id)))
-                .map_err(|e| io_status("console socket", e))?;
-            let pid = in_child(|| {
-                Ok(builder
-                    .with_console_socket(Some(console.path()))
-                    .as_tenant()
-                    .with_process(spec_path)
-                    .with_detach(true)
-                    .build()
-                    .map_err(to_status)?
-                    .as_raw() as u32)
-            })?;
-            let master = console.receive_master().map_err(|e| io_status("pty", e))?;
-            p.close_stdin = stdio::copy_pty(&master, &p.stdin, &p.stdout).map_err(|e| io_status("pty io", e))?;
-            p.console = Some(master);
-            p.hold = None;
-            pid
-        } else {
-            let io = match p.io.take() {
-                Some(io) => io,
-                None => stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?,
-            };
-            let stdio::ProcessIo { stdin, stdout, stderr, close_stdin } = io;
-            let pid = in_child(|| {
-                Ok(builder
-                    .with_stdin(stdin)
-                    .with_stdout(stdout)
-                    .with_stderr(stderr)
-                    .as_tenant()
-                    .with_process(spec_path)
-                    .with_detach(true)
-                    .build()
-                    .map_err(to_status)?
-                    .as_raw() as u32)
-            })?;
-            p.close_stdin = close_stdin;
-            pid
+        let (bundle, spec_path, terminal, io, stdin, stdout) = {
+            let mut st = self.lock();
+            if st.init.as_ref().is_none_or(|p| p.exited().is_some() || !p.started) {
+                return Err(Status::failed_precondition("cannot start an exec: the task is not running"));
+            }
+            let bundle = st.bundle.clone();
+            let p = st.proc_mut(&req.exec_id)?;
+            if p.started {
+                return Err(Status::failed_precondition(format!("exec {:?} already started", req.exec_id)));
+            }
+            let spec_path = p.spec_path.clone().ok_or_else(|| Status::internal("exec without a process spec"))?;
+            (bundle, spec_path, p.terminal, p.io.take(), p.stdin.clone(), p.stdout.clone())
         };
+        let mut args: Vec<std::ffi::OsString> = vec!["exec".into(), "--process".into(), spec_path.into()];
+        let (pid, close_stdin, console) = if terminal {
+            let console = stdio::ConsoleSocket::bind(bundle.join(format!("{}.console.sock", req.exec_id)))
+                .map_err(|e| io_status("console socket", e))?;
+            args.push("--console-socket".into());
+            args.push(console.path().into());
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+            let out = self.helper(&args, HelperStdio::Null)?;
+            let pid: u32 = out.trim().parse().map_err(|_| Status::internal(format!("runtime reported {out:?}")))?;
+            let master = console.receive_master().map_err(|e| io_status("pty", e))?;
+            let close = stdio::copy_pty(&master, &stdin, &stdout).map_err(|e| io_status("pty io", e))?;
+            (pid, close, Some(master))
+        } else {
+            let io = match io {
+                Some(io) => io,
+                None => {
+                    let st = self.lock();
+                    let p = st.proc_ref(&req.exec_id)?;
+                    stdio::open(&p.stdin, &p.stdout, &p.stderr).map_err(|e| io_status("open stdio", e))?
+                }
+            };
+            let (stdio, close_stdin) = HelperStdio::Process(io).split();
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+            let out = self.helper(&args, stdio)?;
+            let pid: u32 = out.trim().parse().map_err(|_| Status::internal(format!("runtime reported {out:?}")))?;
+            (pid, close_stdin, None)
+        };
+        let mut st = self.lock();
+        let p = st.proc_mut(&req.exec_id)?;
         p.pid = pid;
         p.started = true;
-        inner.claim(pid);
-        Ok(Response::new(StartResponse { pid }))
+        p.close_stdin = close_stdin;
+        if console.is_some() {
+            p.console = console;
+            p.hold = None;
+        }
+        st.claim(pid);
+        drop(st);
+        self.changed.notify_all();
+        Ok(StartResponse { pid })
     }
 
-    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        let req = req.into_inner();
+    fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, Status> {
         self.check_id(&req.id)?;
-        let mut inner = self.lock();
+        let _op = self.op();
         if !req.exec_id.is_empty() {
-            let p = inner.proc_mut(&req.exec_id)?;
+            let mut st = self.lock();
+            let p = st.proc_mut(&req.exec_id)?;
             if p.started && p.exited().is_none() {
                 return Err(Status::failed_precondition(format!("exec {:?} is still running", req.exec_id)));
             }
             let exit = p.exited();
             let (pid, spec_path) = (p.pid, p.spec_path.clone());
-            inner.execs.remove(&req.exec_id);
+            st.execs.remove(&req.exec_id);
+            drop(st);
+            self.changed.notify_all();
             if let Some(path) = spec_path {
                 let _ = std::fs::remove_file(path);
             }
-            return Ok(Response::new(DeleteResponse {
+            return Ok(DeleteResponse {
                 pid,
                 exit_status: exit.map_or(0, |e| e.0),
                 exited_at: exit.map(|e| e.1.into()),
-            }));
+            });
         }
-        let p = inner.proc_mut("")?;
-        if p.started && p.exited().is_none() {
-            return Err(Status::failed_precondition("task is still running: kill it first"));
-        }
-        let (pid, exit) = (p.pid, p.exited());
-        inner.oom_watch = None;
-        if let Some(mut c) = inner.container.take() {
+        let (pid, exit, created) = {
+            let mut st = self.lock();
+            let p = st.proc_mut("")?;
+            if p.started && p.exited().is_none() {
+                return Err(Status::failed_precondition("task is still running: kill it first"));
+            }
+            let (pid, exit) = (p.pid, p.exited());
+            st.oom_watch = None;
+            (pid, exit, std::mem::take(&mut st.created))
+        };
+        if created {
             // Kills a created-but-never-started init and removes cgroups and state.
-            if let Err(e) = c.delete(true) {
-                eprintln!("berth-shim: delete container: {e}");
+            if let Err(e) = self.helper(&["delete".as_ref(), "--force".as_ref()], HelperStdio::Null) {
+                eprintln!("berth-shim: delete container: {}", e.message);
             }
         }
-        inner.unmount_rootfs();
-        inner.execs.clear();
-        inner.init = None;
-        Ok(Response::new(DeleteResponse {
-            pid,
-            exit_status: exit.map_or(0, |e| e.0),
-            exited_at: exit.map(|e| e.1.into()),
-        }))
+        let mut st = self.lock();
+        st.unmount_rootfs();
+        st.execs.clear();
+        st.init = None;
+        drop(st);
+        self.changed.notify_all();
+        Ok(DeleteResponse { pid, exit_status: exit.map_or(0, |e| e.0), exited_at: exit.map(|e| e.1.into()) })
     }
 
-    async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {
-        self.check_id(&req.get_ref().id)?;
-        let inner = self.lock();
-        let pids = inner.cgroup_manager()?.get_all_pids().map_err(|e| io_status("cgroup pids", e))?;
-        let processes = pids.into_iter().map(|p| ProcessInfo { pid: p.as_raw() as u32, info: None }).collect();
-        Ok(Response::new(PidsResponse { processes }))
+    fn require_container(&self) -> Result<(), Status> {
+        if self.lock().created {
+            Ok(())
+        } else {
+            Err(not_found("container"))
+        }
     }
 
-    async fn pause(&self, req: Request<PauseRequest>) -> Result<Response<()>, Status> {
-        self.check_id(&req.get_ref().id)?;
-        let mut inner = self.lock();
-        inner.container.as_mut().ok_or_else(|| not_found("container"))?.pause().map_err(to_status)?;
-        inner.paused = true;
-        Ok(Response::new(()))
-    }
-
-    async fn resume(&self, req: Request<ResumeRequest>) -> Result<Response<()>, Status> {
-        self.check_id(&req.get_ref().id)?;
-        let mut inner = self.lock();
-        inner.container.as_mut().ok_or_else(|| not_found("container"))?.resume().map_err(to_status)?;
-        inner.paused = false;
-        Ok(Response::new(()))
-    }
-
-    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
-        let req = req.into_inner();
+    fn pids(&self, req: PidsRequest) -> Result<PidsResponse, Status> {
         self.check_id(&req.id)?;
-        let mut inner = self.lock();
-        let signal = Signal::try_from(req.signal as i32)
-            .map_err(|e| Status::invalid_argument(format!("signal {}: {e}", req.signal)))?;
-        let p = inner.proc_mut(&req.exec_id)?;
-        if p.exited().is_some() {
-            return Err(not_found("process already finished"));
-        }
-        if !req.exec_id.is_empty() {
-            if !p.started {
-                return Err(Status::failed_precondition("exec not started"));
-            }
-            // SAFETY: signalling a process of ours by pid.
-            if unsafe { libc::kill(p.pid as i32, req.signal as i32) } != 0 {
-                return Err(io_status("kill", std::io::Error::last_os_error()));
-            }
-            return Ok(Response::new(()));
-        }
-        let c = inner.container.as_mut().ok_or_else(|| not_found("container"))?;
-        c.kill(signal, req.all).map_err(to_status)?;
-        Ok(Response::new(()))
+        let _op = self.op();
+        self.require_container()?;
+        let out = self.helper(&["pids".as_ref()], HelperStdio::Null)?;
+        let processes = out
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .map(|pid| ProcessInfo { pid, info: None })
+            .collect();
+        Ok(PidsResponse { processes })
     }
 
-    async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
-        let req = req.into_inner();
+    fn pause(&self, req: PauseRequest) -> Result<(), Status> {
         self.check_id(&req.id)?;
-        let mut inner = self.lock();
+        let _op = self.op();
+        self.require_container()?;
+        self.helper(&["pause".as_ref()], HelperStdio::Null)?;
+        self.lock().paused = true;
+        Ok(())
+    }
+
+    fn resume(&self, req: ResumeRequest) -> Result<(), Status> {
+        self.check_id(&req.id)?;
+        let _op = self.op();
+        self.require_container()?;
+        self.helper(&["resume".as_ref()], HelperStdio::Null)?;
+        self.lock().paused = false;
+        Ok(())
+    }
+
+    fn kill(&self, req: KillRequest) -> Result<(), Status> {
+        self.check_id(&req.id)?;
+        if !(1..=64).contains(&req.signal) {
+            return Err(Status::invalid_argument(format!("signal {}: not a signal", req.signal)));
+        }
+        let _op = self.op();
+        {
+            let mut st = self.lock();
+            let p = st.proc_mut(&req.exec_id)?;
+            if p.exited().is_some() {
+                return Err(not_found("process already finished"));
+            }
+            if !req.exec_id.is_empty() {
+                if !p.started {
+                    return Err(Status::failed_precondition("exec not started"));
+                }
+                // SAFETY: signalling a process of ours by pid; it is not reaped while we hold
+                // the state lock, so the pid is still this process.
+                if unsafe { libc::kill(p.pid as i32, req.signal as i32) } != 0 {
+                    return Err(io_status("kill", std::io::Error::last_os_error()));
+                }
+                return Ok(());
+            }
+            if !st.created {
+                return Err(not_found("container"));
+            }
+        }
+        let signal = req.signal.to_string();
+        let mut args: Vec<&std::ffi::OsStr> = vec!["kill".as_ref(), signal.as_ref()];
+        if req.all {
+            args.push("--all".as_ref());
+        }
+        self.helper(&args, HelperStdio::Null)?;
+        Ok(())
+    }
+
+    fn exec(&self, req: ExecProcessRequest) -> Result<(), Status> {
+        self.check_id(&req.id)?;
+        let _op = self.op();
+        let mut st = self.lock();
         if req.exec_id.is_empty() || req.exec_id.contains('/') {
             return Err(Status::invalid_argument(format!("exec id {:?} is invalid", req.exec_id)));
         }
-        if inner.execs.contains_key(&req.exec_id) {
+        if st.execs.contains_key(&req.exec_id) {
             return Err(Status::already_exists(format!("exec {:?}", req.exec_id)));
         }
-        if inner.init.as_ref().is_none_or(|p| p.exited().is_some()) {
+        if st.init.as_ref().is_none_or(|p| p.exited().is_some()) {
             return Err(Status::failed_precondition("cannot exec in a stopped task"));
         }
+        // berthd checked that this is an OCI process spec; the runtime reads it at Start.
         let spec = req.spec.ok_or_else(|| Status::invalid_argument("exec spec must be set"))?;
-        let process: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
-            .map_err(|e| Status::invalid_argument(format!("exec spec is not an OCI process: {e}")))?;
-        let path = inner.bundle.join(format!("exec-{}.json", req.exec_id));
-        std::fs::write(&path, serde_json::to_vec(&process).map_err(|e| io_status("encode", e))?)
-            .map_err(|e| io_status("write exec spec", e))?;
+        let path = st.bundle.join(format!("exec-{}.json", req.exec_id));
+        std::fs::write(&path, &spec.value).map_err(|e| io_status("write exec spec", e))?;
         let mut p = Proc::new(req.stdin, req.stdout, req.stderr, req.terminal);
         p.spec_path = Some(path);
         if !req.terminal {
@@ -748,64 +696,60 @@ impl Task for TaskService {
             let f = std::fs::OpenOptions::new().read(true).write(true).open(&p.stdout);
             p.hold = Some(f.map_err(|e| io_status("open stdout fifo", e))?);
         }
-        inner.execs.insert(req.exec_id, p);
-        Ok(Response::new(()))
+        st.execs.insert(req.exec_id, p);
+        Ok(())
     }
 
-    async fn resize_pty(&self, req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
-        let req = req.into_inner();
+    fn resize_pty(&self, req: ResizePtyRequest) -> Result<(), Status> {
         self.check_id(&req.id)?;
-        let mut inner = self.lock();
-        let p = inner.proc_mut(&req.exec_id)?;
+        let mut st = self.lock();
+        let p = st.proc_mut(&req.exec_id)?;
         let master = p.console.as_ref().ok_or_else(|| Status::failed_precondition("process has no terminal"))?;
         stdio::resize(master, req.width, req.height).map_err(|e| io_status("resize pty", e))?;
-        Ok(Response::new(()))
+        Ok(())
     }
 
-    async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
-        let req = req.into_inner();
+    fn close_io(&self, req: CloseIoRequest) -> Result<(), Status> {
         self.check_id(&req.id)?;
-        let mut inner = self.lock();
-        let p = inner.proc_mut(&req.exec_id)?;
+        let mut st = self.lock();
+        let p = st.proc_mut(&req.exec_id)?;
         if req.stdin {
-            if let Some(tx) = p.close_stdin.take() {
-                let _ = tx.send(());
-            }
+            p.close_stdin.take();
         }
-        Ok(Response::new(()))
+        Ok(())
     }
 
-    async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
-        let req = req.into_inner();
+    fn update(&self, req: UpdateTaskRequest) -> Result<(), Status> {
         self.check_id(&req.id)?;
         let any = req.resources.ok_or_else(|| Status::invalid_argument("resources must be set"))?;
-        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
-            .map_err(|e| Status::invalid_argument(format!("resources are not OCI LinuxResources: {e}")))?;
-        let inner = self.lock();
-        let opt = ControllerOpt {
-            resources: &resources,
-            disable_oom_killer: false,
-            oom_score_adj: None,
-            freezer_state: None,
-        };
-        inner.cgroup_manager()?.apply(&opt).map_err(|e| io_status("cgroup update", e))?;
-        Ok(Response::new(()))
+        let _op = self.op();
+        self.require_container()?;
+        let path = self.lock().bundle.join("update.json");
+        std::fs::write(&path, &any.value).map_err(|e| io_status("write resources", e))?;
+        let result = self.helper(&["update".as_ref(), "--resources".as_ref(), path.as_os_str()], HelperStdio::Null);
+        let _ = std::fs::remove_file(&path);
+        result.map(|_| ())
     }
 
-    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
-        let req = req.into_inner();
+    fn wait(&self, req: WaitRequest) -> Result<WaitResponse, Status> {
         self.check_id(&req.id)?;
-        let mut rx = self.lock().proc_mut(&req.exec_id)?.exit.subscribe();
-        let exit = rx
-            .wait_for(|e| e.is_some())
-            .await
-            .map_err(|_| Status::aborted("process deleted"))?
-            .unwrap_or((0, SystemTime::now()));
-        Ok(Response::new(WaitResponse { exit_status: exit.0, exited_at: Some(exit.1.into()) }))
+        let mut st = self.lock();
+        st.proc_ref(&req.exec_id)?;
+        loop {
+            match st.proc_ref(&req.exec_id) {
+                Err(_) => return Err(Status::aborted("process deleted")),
+                Ok(p) => {
+                    if let Some((code, at)) = p.exited() {
+                        return Ok(WaitResponse { exit_status: code, exited_at: Some(at.into()) });
+                    }
+                }
+            }
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
-    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
-        self.check_id(&req.get_ref().id)?;
+    fn stats(&self, req: StatsRequest) -> Result<StatsResponse, Status> {
+        self.check_id(&req.id)?;
         let cgroup = self.lock().cgroup_path.clone();
         if cgroup.as_os_str().is_empty() {
             return Err(Status::failed_precondition("the task has no cgroup yet"));
@@ -814,65 +758,65 @@ impl Task for TaskService {
             std::io::ErrorKind::NotFound => Status::not_found(e.to_string()),
             _ => io_status("cgroup stats", e),
         })?;
-        Ok(Response::new(StatsResponse { stats: Some(stats) }))
+        Ok(StatsResponse { stats: Some(stats) })
     }
 
-    async fn connect(&self, req: Request<ConnectRequest>) -> Result<Response<ConnectResponse>, Status> {
-        self.check_id(&req.get_ref().id)?;
-        let inner = self.lock();
-        Ok(Response::new(ConnectResponse {
+    fn connect(&self, req: ConnectRequest) -> Result<ConnectResponse, Status> {
+        self.check_id(&req.id)?;
+        let st = self.lock();
+        Ok(ConnectResponse {
             shim_pid: std::process::id(),
-            task_pid: inner.init.as_ref().map_or(0, |p| p.pid),
+            task_pid: st.init.as_ref().map_or(0, |p| p.pid),
             version: env!("CARGO_PKG_VERSION").into(),
-        }))
+        })
     }
 
-    async fn shutdown(&self, req: Request<ShutdownRequest>) -> Result<Response<()>, Status> {
-        let req = req.into_inner();
-        {
-            let inner = self.lock();
-            if !req.now && inner.init.is_some() {
+    /// Checks that the shim may stop (the caller exits once the response is out).
+    fn shutdown(&self, req: ShutdownRequest) -> Result<(), Status> {
+        let _op = self.op();
+        let created = {
+            let mut st = self.lock();
+            if !req.now && st.init.is_some() {
                 return Err(Status::failed_precondition("the task still exists: delete it first"));
             }
+            st.oom_watch = None;
+            std::mem::take(&mut st.created)
+        };
+        if req.now && created {
+            let _ = self.helper(&["delete".as_ref(), "--force".as_ref()], HelperStdio::Null);
         }
-        if req.now {
-            let mut inner = self.lock();
-            inner.oom_watch = None;
-            if let Some(mut c) = inner.container.take() {
-                let _ = c.delete(true);
+        self.lock().unmount_rootfs();
+        Ok(())
+    }
+
+    /// Streams the queued events, then new ones, until the client goes away.
+    fn events(&self, mut conn: UnixStream) {
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut st = self.lock();
+            for ev in &st.events {
+                let _ = tx.send(ev.clone());
             }
-            inner.unmount_rootfs();
+            st.subscribers.push(tx);
         }
-        if let Some(tx) = self.shutdown.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            // Let this response go out first, then stop: a graceful server stop would wait for
-            // berthd's event stream, which only ends when this process does.
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                let _ = tx.send(());
-                std::process::exit(0);
-            });
+        while let Ok(ev) = rx.recv() {
+            let frame = rpc::response(Ok(ev.encode_to_vec()));
+            if rpc::write_frame(&mut conn, &frame).is_err() {
+                return;
+            }
         }
-        Ok(Response::new(()))
     }
 
-    type EventsStream = UnboundedReceiverStream<Result<Event, Status>>;
-
-    async fn events(&self, _req: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut inner = self.lock();
-        for ev in &inner.events {
-            let _ = tx.send(Ok(ev.clone()));
+    fn ack_events(&self, req: AckEventsRequest) -> Result<(), Status> {
+        let mut st = self.lock();
+        while st.events.front().is_some_and(|e| e.seq <= req.seq) {
+            st.events.pop_front();
         }
-        inner.subscribers.push(tx);
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        Ok(())
     }
+}
 
-    async fn ack_events(&self, req: Request<AckEventsRequest>) -> Result<Response<()>, Status> {
-        let seq = req.into_inner().seq;
-        let mut inner = self.lock();
-        while inner.events.front().is_some_and(|e| e.seq <= seq) {
-            inner.events.pop_front();
-        }
-        Ok(Response::new(()))
-    }
+/// Keeps `spawn` in use from this module for threads that serve connections.
+pub fn serve(svc: Arc<TaskService>, conn: UnixStream) {
+    spawn("conn", move || svc.serve_connection(conn));
 }

@@ -1,6 +1,6 @@
 //! The shim manager: one `berth-shim` per task, its bundle in `<state>/shims/<ns>/<id>/`
-//! (`config.json`, `rootfs/`, `shim.sock`, `address`, `shim.pid`, `shim.log`), a gRPC client
-//! to it, and a forwarder that publishes the events the shim queues (exits, OOMs) and
+//! (`config.json`, `rootfs/`, `shim.sock`, `address`, `shim.pid`, `shim.log`), a client of
+//! its task API ([`client`]), and a forwarder that publishes the events the shim queues (exits, OOMs) and
 //! acknowledges them so the shim can drop them. On start the manager reconnects to every
 //! shim left in the state directory and cleans up the bundles of dead ones.
 
@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod client;
+
 use berth_core::{identifiers, Error, Result};
-use berth_proto::berth::shim::v1::task_client::TaskClient;
 use berth_proto::berth::shim::v1::{AckEventsRequest, ConnectRequest, EventsRequest, ShutdownRequest};
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+pub use client::ShimClient;
 
 /// Publishes an event: namespace, topic, timestamp, payload.
 pub type Publisher = Arc<dyn Fn(&str, &str, Option<prost_types::Timestamp>, prost_types::Any) + Send + Sync>;
@@ -29,7 +29,7 @@ pub struct Shim {
     /// The shim's pid.
     pub pid: u32,
     /// Client of the shim's task API.
-    pub client: TaskClient<Channel>,
+    pub client: ShimClient,
 }
 
 /// Starts, tracks and reconnects shims.
@@ -42,17 +42,6 @@ pub struct ShimManager {
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("{what}: {e}"))
-}
-
-async fn dial(socket: &Path) -> Result<Channel> {
-    let socket = socket.to_path_buf();
-    Endpoint::from_static("http://berth-shim")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let s = socket.clone();
-            async move { tokio::net::UnixStream::connect(s).await.map(TokioIo::new) }
-        }))
-        .await
-        .map_err(|e| Error::unavailable(format!("connect to shim: {e}")))
 }
 
 /// The `berth-shim` binary: beside the running executable, else on PATH.
@@ -100,6 +89,7 @@ impl ShimManager {
     /// the task has one.
     pub async fn start(&self, ns: &str, id: &str, spec: &[u8]) -> Result<Arc<Shim>> {
         identifiers::validate(id)?;
+        prewarm_cgroup_attach();
         let key = (ns.to_string(), id.to_string());
         if self.map().contains_key(&key) {
             return Err(Error::already_exists(format!("task {id:?}")));
@@ -152,8 +142,7 @@ impl ShimManager {
     }
 
     async fn connect(&self, ns: &str, id: &str, bundle: &Path) -> Result<Arc<Shim>> {
-        let channel = dial(&bundle.join("shim.sock")).await?;
-        let mut client = TaskClient::new(channel);
+        let mut client = ShimClient::new(&bundle.join("shim.sock"));
         let resp = tokio::time::timeout(Duration::from_secs(5), client.connect(ConnectRequest { id: id.into() }))
             .await
             .map_err(|_| Error::unavailable("shim did not answer Connect"))?
@@ -171,7 +160,7 @@ impl ShimManager {
         Ok(shim)
     }
 
-    fn forward_events(&self, ns: String, mut client: TaskClient<Channel>) {
+    fn forward_events(&self, ns: String, mut client: ShimClient) {
         let publish = self.publish.clone();
         tokio::spawn(async move {
             let Ok(resp) = client.events(EventsRequest {}).await else { return };
@@ -256,6 +245,56 @@ impl ShimManager {
     }
 }
 
+/// Starts, on a short-lived thread, a no-op cgroup migration: berthd writes its own pid into
+/// the `cgroup.procs` of the cgroup it is already in.
+///
+/// Why: every write to a `cgroup.procs` takes the kernel's global cgroup threadgroup rwsem
+/// for writing, and the first writer after a quiet spell waits for an RCU grace period
+/// before it gets it (measured here: 8-22 ms); writers within some tens of milliseconds after
+/// that pass at once (about 0.1 ms). The runtime's move of the container's init into its new
+/// cgroup is such a write, on the critical path of every container start. Issued when the
+/// task is created, this write waits out the grace period while the shim starts and the
+/// rootfs is mounted, and the runtime's write then finds the lock ready. It moves nothing,
+/// changes nothing, and is best effort: any failure is ignored.
+fn prewarm_cgroup_attach() {
+    static TARGET: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let Some(path) =
+        TARGET.get_or_init(|| own_cgroup_procs(&std::fs::read_to_string("/proc/self/cgroup").ok()?)).clone()
+    else {
+        return;
+    };
+    let _ = std::thread::Builder::new().name("cgroup-prewarm".into()).spawn(move || {
+        let _ = std::fs::write(&path, std::process::id().to_string());
+    });
+}
+
+/// The `cgroup.procs` of this process's own cgroup, from `/proc/self/cgroup` text: in a v1
+/// hierarchy of its own (pids, freezer or devices) if there is one, else in the unified one.
+fn own_cgroup_procs(proc_self_cgroup: &str) -> Option<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut unified = None;
+    for line in proc_self_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        let rel = path.trim_start_matches('/');
+        if rel.split('/').any(|c| c == "..") {
+            continue;
+        }
+        if matches!(controllers, "pids" | "freezer" | "devices") {
+            let p = root.join(controllers).join(rel).join("cgroup.procs");
+            if p.is_file() {
+                return Some(p);
+            }
+        } else if controllers.is_empty() {
+            unified = [root.join(rel), root.join("unified").join(rel)]
+                .into_iter()
+                .map(|d| d.join("cgroup.procs"))
+                .find(|p| p.is_file());
+        }
+    }
+    unified
+}
+
 /// The init exit a shim recorded in `bundle/init.exit`: `CODE PID SECS.NANOS`.
 fn read_init_exit(bundle: &Path) -> Option<(u32, u32, std::time::SystemTime)> {
     let text = std::fs::read_to_string(bundle.join("init.exit")).ok()?;
@@ -306,5 +345,22 @@ fn kill_container_cgroup(bundle: &Path) {
     }
     for d in &dirs {
         let _ = std::fs::remove_dir(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cgroup_procs_is_the_file_that_lists_this_process() {
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path = own_cgroup_procs(&text).expect("a cgroup.procs for this process");
+        let procs = std::fs::read_to_string(&path).unwrap();
+        let me = std::process::id().to_string();
+        assert!(procs.lines().any(|l| l == me), "{} does not list {me}", path.display());
+        // Paths that climb out, and lines that are not cgroup lines, give nothing.
+        assert_eq!(own_cgroup_procs("8:pids:/../../etc\n0::/../x\n"), None);
+        assert_eq!(own_cgroup_procs("garbage"), None);
     }
 }

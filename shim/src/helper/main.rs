@@ -1,0 +1,297 @@
+//! berth-runtime: builds and drives one container with youki's libcontainer, as runc does for
+//! containerd's shim. berth-shim runs it for each operation and reads its report from fd 3
+//! (standard output when fd 3 is not open): `0 RESULT` on success, `CODE MESSAGE` on
+//! failure, CODE being a gRPC status code.
+//!
+//! ```text
+//! berth-runtime --root DIR --id ID create --bundle DIR [--console-socket PATH]   -> PID CGROUP
+//! berth-runtime --root DIR --id ID start
+//! berth-runtime --root DIR --id ID exec --process FILE [--console-socket PATH]   -> PID
+//! berth-runtime --root DIR --id ID kill SIGNAL [--all]
+//! berth-runtime --root DIR --id ID pause | resume
+//! berth-runtime --root DIR --id ID delete [--force]
+//! berth-runtime --root DIR --id ID update --resources FILE
+//! berth-runtime --root DIR --id ID pids                                          -> PID...
+//! ```
+//!
+//! `create` and `exec` without a console socket give the new process this program's own
+//! stdin, stdout and stderr.
+
+use std::io::Write;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::error::LibcontainerError;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+
+// gRPC status codes.
+const INVALID_ARGUMENT: i32 = 3;
+const NOT_FOUND: i32 = 5;
+const ALREADY_EXISTS: i32 = 6;
+const FAILED_PRECONDITION: i32 = 9;
+const INTERNAL: i32 = 13;
+
+/// A failure: gRPC code and message.
+type Failure = (i32, String);
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Failure {
+    (INTERNAL, format!("{what}: {e}"))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+fn failure(e: LibcontainerError) -> Failure {
+    let chain = source_chain(&e);
+    let msg = if chain.is_empty() { e.to_string() } else { format!("{e}: {chain}") };
+    let code = match e {
+        LibcontainerError::Exist => ALREADY_EXISTS,
+        LibcontainerError::IncorrectStatus(_) => FAILED_PRECONDITION,
+        LibcontainerError::InvalidInput(_)
+        | LibcontainerError::InvalidID(_)
+        | LibcontainerError::MissingSpec(_)
+        | LibcontainerError::InvalidSpec(_)
+        | LibcontainerError::Spec(_) => INVALID_ARGUMENT,
+        _ => INTERNAL,
+    };
+    (code, msg)
+}
+
+/// Adapts the bundle's config.json to this host and to libcontainer before the build:
+/// - A negative oomScoreAdj below ours is raised to ours: root may not lower it on these
+///   machines, so the build would fail (containerd's restrict_oom_score_adj does the same).
+/// - Seccomp `SCMP_CMP_MASKED_EQ` arguments are rewritten for libcontainer 0.7, which reads
+///   the mask from `valueTwo` where the runtime spec (and runc, crun, Docker's profile) put
+///   it in `value`. Unconverted, Docker's `clone` rule would match every call.
+fn adjust_spec(bundle: &Path) -> Result<(), Failure> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| internal("read config.json", e))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| (INVALID_ARGUMENT, format!("config.json: {e}")))?;
+    let mut changed = false;
+    let ours: i64 =
+        std::fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if let Some(process) = spec.get_mut("process").and_then(|p| p.as_object_mut()) {
+        if process.get("oomScoreAdj").and_then(|v| v.as_i64()).is_some_and(|v| v < ours) {
+            process.insert("oomScoreAdj".into(), ours.into());
+            changed = true;
+        }
+    }
+    if let Some(seccomp) = spec.pointer_mut("/linux/seccomp") {
+        changed |= berth_oci::seccomp::masked_eq_for_libcontainer(seccomp) > 0;
+    }
+    if changed {
+        let data = serde_json::to_vec(&spec).map_err(|e| internal("encode config.json", e))?;
+        std::fs::write(&path, data).map_err(|e| internal("write config.json", e))?;
+    }
+    Ok(())
+}
+
+struct Cli {
+    root: PathBuf,
+    id: String,
+    command: String,
+    rest: Vec<String>,
+}
+
+fn parse() -> Result<Cli, Failure> {
+    let mut it = std::env::args().skip(1);
+    let (mut root, mut id) = (None, None);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--root" => root = it.next(),
+            "--id" => id = it.next(),
+            "--version" => {
+                println!("berth-runtime {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            _ => {
+                return Ok(Cli {
+                    root: root.map(PathBuf::from).ok_or((INVALID_ARGUMENT, "--root is required".into()))?,
+                    id: id.ok_or((INVALID_ARGUMENT, "--id is required".into()))?,
+                    command: a,
+                    rest: it.collect(),
+                })
+            }
+        }
+    }
+    Err((INVALID_ARGUMENT, "no command given".into()))
+}
+
+/// The value after `flag` in `rest`.
+fn opt<'a>(rest: &'a [String], flag: &str) -> Option<&'a str> {
+    rest.iter().position(|a| a == flag).and_then(|i| rest.get(i + 1)).map(String::as_str)
+}
+
+/// Copies of this process's stdin, stdout and stderr, handed to the new process. Copies,
+/// because libcontainer dup2s what it is given onto 0-2 and then closes the originals.
+fn own_stdio() -> Result<(OwnedFd, OwnedFd, OwnedFd), Failure> {
+    let dup = |fd| {
+        // SAFETY: fds 0-2 are open for the life of this process (std guarantees it at start).
+        unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().map_err(|e| internal("dup stdio", e))
+    };
+    Ok((dup(0)?, dup(1)?, dup(2)?))
+}
+
+fn load(cli: &Cli) -> Result<Container, Failure> {
+    let dir = cli.root.join(&cli.id);
+    if !dir.exists() {
+        return Err((NOT_FOUND, format!("container {:?}: not found", cli.id)));
+    }
+    Container::load(dir).map_err(failure)
+}
+
+fn cgroup_manager(cli: &Cli) -> Result<libcgroups::common::AnyCgroupManager, Failure> {
+    let container = load(cli)?;
+    let cgroup_path = container.spec().map_err(failure)?.cgroup_path;
+    libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path,
+        systemd_cgroup: false,
+        container_name: cli.id.clone(),
+    })
+    .map_err(|e| internal("cgroup", e))
+}
+
+fn run(cli: &Cli) -> Result<String, Failure> {
+    let builder =
+        || ContainerBuilder::new(cli.id.clone(), SyscallType::Linux).with_root_path(cli.root.clone()).map_err(failure);
+    match cli.command.as_str() {
+        "create" => {
+            let bundle = opt(&cli.rest, "--bundle").ok_or((INVALID_ARGUMENT, "--bundle is required".into()))?;
+            adjust_spec(Path::new(bundle))?;
+            let mut b = builder()?;
+            match opt(&cli.rest, "--console-socket") {
+                Some(socket) => b = b.with_console_socket(Some(socket)),
+                None => {
+                    let (i, o, e) = own_stdio()?;
+                    b = b.with_stdin(i).with_stdout(o).with_stderr(e);
+                }
+            }
+            let container = b.as_init(bundle).with_systemd(false).with_detach(true).build().map_err(failure)?;
+            let pid = container.pid().map_or(0, |p| p.as_raw());
+            let cgroup = container.spec().map(|c| c.cgroup_path).unwrap_or_default();
+            Ok(format!("{pid} {}", cgroup.display()))
+        }
+        "exec" => {
+            let process = opt(&cli.rest, "--process").ok_or((INVALID_ARGUMENT, "--process is required".into()))?;
+            let mut b = builder()?;
+            match opt(&cli.rest, "--console-socket") {
+                Some(socket) => b = b.with_console_socket(Some(socket)),
+                None => {
+                    let (i, o, e) = own_stdio()?;
+                    b = b.with_stdin(i).with_stdout(o).with_stderr(e);
+                }
+            }
+            let pid = b.as_tenant().with_process(Some(process)).with_detach(true).build().map_err(failure)?;
+            Ok(pid.as_raw().to_string())
+        }
+        "start" => load(cli)?.start().map(|_| String::new()).map_err(failure),
+        "pause" => load(cli)?.pause().map(|_| String::new()).map_err(failure),
+        "resume" => load(cli)?.resume().map(|_| String::new()).map_err(failure),
+        "kill" => {
+            let n: i32 = cli
+                .rest
+                .first()
+                .and_then(|s| s.parse().ok())
+                .ok_or((INVALID_ARGUMENT, "kill needs a signal number".into()))?;
+            let signal = Signal::try_from(n).map_err(|e| (INVALID_ARGUMENT, format!("signal {n}: {e}")))?;
+            let all = cli.rest.iter().any(|a| a == "--all");
+            load(cli)?.kill(signal, all).map(|_| String::new()).map_err(failure)
+        }
+        "delete" => {
+            let force = cli.rest.iter().any(|a| a == "--force");
+            load(cli)?.delete(force).map(|_| String::new()).map_err(failure)
+        }
+        "update" => {
+            let file = opt(&cli.rest, "--resources").ok_or((INVALID_ARGUMENT, "--resources is required".into()))?;
+            let data = std::fs::read(file).map_err(|e| internal("read resources", e))?;
+            let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&data)
+                .map_err(|e| (INVALID_ARGUMENT, format!("resources are not OCI LinuxResources: {e}")))?;
+            let opt = ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            };
+            cgroup_manager(cli)?.apply(&opt).map_err(|e| internal("cgroup update", e))?;
+            Ok(String::new())
+        }
+        "pids" => {
+            let pids = cgroup_manager(cli)?.get_all_pids().map_err(|e| internal("cgroup pids", e))?;
+            Ok(pids.iter().map(|p| p.as_raw().to_string()).collect::<Vec<_>>().join(" "))
+        }
+        other => Err((INVALID_ARGUMENT, format!("unknown command {other:?}"))),
+    }
+}
+
+/// Gives this process, and so the container processes it forks, the signal state a new
+/// program expects: nothing blocked, nothing ignored (ignored signals stay ignored across
+/// exec). Rust's runtime ignores SIGPIPE, the shim blocks SIGCHLD for its reaper, and glibc's
+/// posix_spawn (berthd starts the shim with it) leaves its internal signals 32 and 33
+/// ignored; none of that may reach the container. The raw syscall is used because glibc's
+/// sigaction refuses its internal signals.
+fn reset_signals() {
+    /// The kernel's `struct sigaction` on x86_64 and aarch64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    // SAFETY: plain signal-state syscalls on this single-threaded process, with structs of
+    // the kernel's layout and size (8-byte sigset).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+            let got = libc::syscall(libc::SYS_rt_sigaction, sig, std::ptr::null::<KernelSigaction>(), &mut old, 8);
+            if got == 0 && old.handler == libc::SIG_IGN {
+                let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+                libc::syscall(libc::SYS_rt_sigaction, sig, &dfl, std::ptr::null_mut::<KernelSigaction>(), 8);
+            }
+        }
+    }
+}
+
+fn main() {
+    reset_signals();
+    // The report goes to fd 3 when the shim opened it, else to stdout. Close-on-exec, so the
+    // container's processes (forked from here) do not keep it once they exec.
+    // SAFETY: fcntl on a descriptor number; F_GETFD only checks that it is open.
+    let has_fd3 = unsafe { libc::fcntl(3, libc::F_GETFD) } >= 0;
+    let mut report: Box<dyn Write> = if has_fd3 {
+        // SAFETY: fd 3 is open and this program owns it from here on.
+        unsafe {
+            libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+            Box::new(std::fs::File::from_raw_fd(3))
+        }
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let result = parse().and_then(|cli| run(&cli));
+    let (code, text) = match result {
+        Ok(out) => (0, out),
+        Err((code, msg)) => (code, msg.replace('\n', " ")),
+    };
+    let _ = report.write_all(format!("{code} {text}").as_bytes());
+    let _ = report.flush();
+    drop(report);
+    std::process::exit(if code == 0 { 0 } else { 1 });
+}
