@@ -816,7 +816,7 @@ impl TaskService {
     }
 }
 
-/// Keeps `spawn` in use from this module for threads that serve connections.
+/// Serves `conn` on a thread of its own.
 pub fn serve(svc: Arc<TaskService>, conn: UnixStream) {
     spawn("conn", move || svc.serve_connection(conn));
 }

@@ -6,6 +6,11 @@
 //!   time, who goes first alternating), and vs the runtime floor: `crun run` of a bundle
 //!   prepared once (the image's rootfs extracted to a directory, `config.json` from `crun spec`
 //!   with args `["true"]` and no terminal); `runc run` of the same bundle as a second reference;
+//! - the same with equal security work: `berthctl run` applies Docker's default seccomp
+//!   profile, `ctr run` and `crun spec`'s bundle apply none. So each incumbent also runs with
+//!   one: `ctr run --seccomp` (containerd's default profile, Docker's) and the floor bundle
+//!   with our default profile added (`berth_oci::default_profile` for the bundle's
+//!   capabilities). Compiling and loading the filter costs every runtime several ms;
 //! - resident memory of the shims per running container: 50 detached `sleep 3600` containers
 //!   on each daemon, RSS, PSS and USS (Private_Clean + Private_Dirty, from smaps_rollup) of
 //!   every berth-shim vs every containerd-shim-runc-v2 of our own daemons;
@@ -132,8 +137,11 @@ impl Containerd {
         c
     }
 
-    fn run_rm(&self, id: &str) -> Command {
+    fn run_rm(&self, id: &str, seccomp: bool) -> Command {
         let mut c = self.run();
+        if seccomp {
+            c.arg("--seccomp");
+        }
         c.args(["--rm", BUSYBOX, id, "true"]);
         c
     }
@@ -403,6 +411,27 @@ fn prepare_bundle(dir: &Path, spec_tool: &Path) -> Result<PathBuf, String> {
     Ok(bundle)
 }
 
+/// A second floor bundle beside `bundle`, `bundle-seccomp`: the same rootfs and spec plus
+/// the seccomp profile `berthctl run` applies (Docker's default, for the spec's bounding
+/// capabilities), so the floor does the same security work as berth.
+fn seccomp_bundle(bundle: &Path) -> Result<PathBuf, String> {
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(bundle.join("config.json")).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    let caps: Vec<String> = spec
+        .pointer("/process/capabilities/bounding")
+        .and_then(|c| c.as_array())
+        .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    spec["linux"]["seccomp"] = berth_oci::default_profile(&caps);
+    spec["root"]["path"] = bundle.join("rootfs").to_string_lossy().into_owned().into();
+    let dir = bundle.with_file_name("bundle-seccomp");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec).expect("json")).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Clean-up.
 
@@ -564,115 +593,109 @@ pub fn run(report: &mut Report) {
     // The floors: crun in its helper, runc likewise; crun failing makes runc the floor.
     let spec_tool = find_on_path("crun").or_else(|| find_on_path("runc"));
     let bundle = spec_tool.as_deref().map(|t| prepare_bundle(&dir.join("floor"), t));
-    let mut crun = None;
-    let mut runc = None;
+    // Floors: (name, helper); crun first, runc second, each without and with seccomp.
+    let mut floors: Vec<(&'static str, Floor)> = Vec::new();
     match &bundle {
         Some(Ok(bundle)) => {
-            if find_on_path("crun").is_some() {
-                let version = Command::new("crun")
+            let sc_bundle = seccomp_bundle(bundle);
+            if let Err(e) = &sc_bundle {
+                report.note(format!("seccomp floor bundle not prepared ({e}): its rows skipped"));
+            }
+            let version = |tool: &str| {
+                Command::new(tool)
                     .arg("--version")
                     .output()
                     .ok()
                     .and_then(|o| String::from_utf8(o.stdout).ok())
                     .and_then(|s| s.lines().next().map(str::to_string))
-                    .unwrap_or_default();
-                let started =
-                    Floor::start("crun", &["crun", "--cgroup-manager=cgroupfs"], &dir.join("crun-root"), bundle)
-                        .and_then(|mut f| f.run(&format!("{prefix}crun-check")).map(|_| f));
-                match started {
-                    Ok(f) => {
-                        report.note(format!(
-                            "floor: {version} runs in a private mount namespace without /sys/fs/cgroup/unified \
-                             (hybrid cgroups), --cgroup-manager=cgroupfs; namespace set-up untimed"
-                        ));
-                        crun = Some(f);
+                    .unwrap_or_default()
+            };
+            let runtimes: [(&str, &[&str]); 2] =
+                [("crun", &["crun", "--cgroup-manager=cgroupfs"]), ("runc", &["runc"])];
+            for (tool, argv) in runtimes {
+                if find_on_path(tool).is_none() {
+                    continue;
+                }
+                let variants = [(false, Some(bundle.clone())), (true, sc_bundle.as_ref().ok().cloned())];
+                for (seccomp, b) in variants {
+                    let Some(b) = b else { continue };
+                    let name: &'static str = match (tool, seccomp) {
+                        ("crun", false) => "crun",
+                        ("crun", true) => "crun+seccomp",
+                        (_, false) => "runc",
+                        (_, true) => "runc+seccomp",
+                    };
+                    let root = dir.join(format!("{name}-root"));
+                    match Floor::start(name, argv, &root, &b)
+                        .and_then(|mut f| f.run(&format!("{prefix}{tool}{seccomp}-check")).map(|_| f))
+                    {
+                        Ok(f) => floors.push((name, f)),
+                        Err(e) => report.note(format!("floor: {} cannot run here as {name} ({e})", version(tool))),
                     }
-                    Err(e) => report.note(format!("floor: {version} cannot run here ({e}); runc is the floor")),
                 }
             }
-            if find_on_path("runc").is_some() {
-                match Floor::start("runc", &["runc"], &dir.join("runc-root"), bundle)
-                    .and_then(|mut f| f.run(&format!("{prefix}runc-check")).map(|_| f))
-                {
-                    Ok(f) => runc = Some(f),
-                    Err(e) => report.note(format!("runc cannot run the floor bundle: {e}")),
-                }
+            if floors.iter().any(|(n, _)| *n == "crun") {
+                report.note(format!(
+                    "floor: {} runs in a private mount namespace without /sys/fs/cgroup/unified (hybrid \
+                     cgroups), --cgroup-manager=cgroupfs; namespace set-up untimed",
+                    version("crun")
+                ));
             }
         }
         Some(Err(e)) => report.note(format!("floor bundle not prepared ({e}): floor rows skipped")),
         None => report.note("neither crun nor runc installed: floor rows skipped"),
     }
 
-    // (a) run --rm true, end to end.
+    // (a) run --rm true, end to end. Runners: 0 berth, 1 ctr, 2 ctr --seccomp, 3.. the floors.
     eprintln!("run: {WARMUP} warm-up + {RUNS} timed `run --rm … true` of each ...");
-    let (mut b_ms, mut c_ms, mut crun_ms, mut runc_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let runners = 3 + floors.len();
+    let mut ms: Vec<Vec<f64>> = vec![Vec::new(); runners];
     for i in 0..WARMUP + RUNS {
         let keep = i >= WARMUP;
         // Alternate who goes first so caches favour neither.
-        let order: [u8; 4] = if i % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+        let order: Vec<usize> = if i % 2 == 0 { (0..runners).collect() } else { (0..runners).rev().collect() };
         for who in order {
-            match who {
-                0 => {
-                    let ms = timed_ok(&mut berth.run_rm(&format!("{prefix}a-b{i}")));
-                    if keep {
-                        b_ms.push(ms);
-                    }
+            let t = match who {
+                0 => Some(timed_ok(&mut berth.run_rm(&format!("{prefix}a-b{i}")))),
+                1 | 2 => {
+                    containerd.as_ref().map(|c| timed_ok(&mut c.run_rm(&format!("{prefix}a-c{who}-{i}"), who == 2)))
                 }
-                1 => {
-                    if let Some(c) = &containerd {
-                        let ms = timed_ok(&mut c.run_rm(&format!("{prefix}a-c{i}")));
-                        if keep {
-                            c_ms.push(ms);
-                        }
-                    }
+                f => {
+                    let (name, floor) = &mut floors[f - 3];
+                    Some(floor.run(&format!("{prefix}a-f{f}-{i}")).unwrap_or_else(|e| panic!("{name}: {e}")))
                 }
-                2 => {
-                    if let Some(f) = &mut crun {
-                        let ms = f.run(&format!("{prefix}a-crun{i}")).unwrap_or_else(|e| panic!("crun: {e}"));
-                        if keep {
-                            crun_ms.push(ms);
-                        }
-                    }
-                }
-                _ => {
-                    if let Some(f) = &mut runc {
-                        let ms = f.run(&format!("{prefix}a-runc{i}")).unwrap_or_else(|e| panic!("runc: {e}"));
-                        if keep {
-                            runc_ms.push(ms);
-                        }
-                    }
-                }
+            };
+            if let (true, Some(t)) = (keep, t) {
+                ms[who].push(t);
             }
         }
     }
-    drop(crun.take());
-    drop(runc.take());
-    let have = |v: &[f64], name: &'static str| (!v.is_empty()).then(|| (name, median(v)));
-    report.row(Row {
-        what: format!("run --rm busybox true (median of {RUNS})"),
-        unit: "ms",
-        berth: median(&b_ms),
-        incumbent: have(&c_ms, "containerd+runc"),
-        lower_is_better: true,
-    });
-    let floor = have(&crun_ms, "crun").or_else(|| have(&runc_ms, "runc"));
-    if let Some(floor) = floor {
-        report.row(Row {
-            what: format!("run --rm true vs {} run of a bundle (floor)", floor.0),
-            unit: "ms",
-            berth: median(&b_ms),
-            incumbent: Some(floor),
-            lower_is_better: true,
-        });
+    let names: Vec<&'static str> = floors.iter().map(|(n, _)| *n).collect();
+    drop(floors);
+    let floor_ms = |name: &str| names.iter().position(|n| *n == name).map(|i| &ms[3 + i]);
+    let have = |v: Option<&Vec<f64>>, name: &'static str| v.filter(|v| !v.is_empty()).map(|v| (name, median(v)));
+    let b_median = median(&ms[0]);
+    let mut row = |what: String, incumbent: Option<(&'static str, f64)>| {
+        report.row(Row { what, unit: "ms", berth: b_median, incumbent, lower_is_better: true });
+    };
+    row(format!("run --rm busybox true (median of {RUNS})"), have(Some(&ms[1]), "containerd+runc"));
+    if !ms[2].is_empty() {
+        row(
+            "run --rm true vs ctr run --seccomp (both Docker's default profile)".into(),
+            have(Some(&ms[2]), "containerd+runc+seccomp"),
+        );
     }
-    if floor.is_some_and(|f| f.0 == "crun") && !runc_ms.is_empty() {
-        report.row(Row {
-            what: "run --rm true vs runc run of a bundle".into(),
-            unit: "ms",
-            berth: median(&b_ms),
-            incumbent: have(&runc_ms, "runc"),
-            lower_is_better: true,
-        });
+    let floor = have(floor_ms("crun"), "crun").or_else(|| have(floor_ms("runc"), "runc"));
+    if let Some(floor) = floor {
+        row(format!("run --rm true vs {} run of a bundle (floor, no seccomp)", floor.0), Some(floor));
+    }
+    for name in ["crun+seccomp", "runc", "runc+seccomp"] {
+        if floor.is_some_and(|f| f.0 == name) {
+            continue;
+        }
+        if let Some(r) = have(floor_ms(name), name) {
+            row(format!("run --rm true vs {name} run of a bundle"), Some(r));
+        }
     }
 
     // (b) shim memory per running container.
@@ -741,7 +764,7 @@ pub fn run(report: &mut Report) {
         what: format!("{BURST} x run -d at once, until all run (median of {BURST_ROUNDS})"),
         unit: "ms",
         berth: median(&b_burst),
-        incumbent: have(&c_burst, "containerd+runc"),
+        incumbent: have(Some(&c_burst), "containerd+runc"),
         lower_is_better: true,
     });
 

@@ -256,8 +256,21 @@ impl ShimManager {
 /// task is created, this write waits out the grace period while the shim starts and the
 /// rootfs is mounted, and the runtime's write then finds the lock ready. It moves nothing,
 /// changes nothing, and is best effort: any failure is ignored.
+///
+/// At most one such write starts per 20 ms: in a burst of creates one write keeps the lock
+/// ready for all of them, and more would only queue on the kernel's cgroup mutex.
 fn prewarm_cgroup_attach() {
+    use std::sync::atomic::{AtomicU64, Ordering};
     static TARGET: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    let now_ms = EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1_000;
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now_ms.saturating_sub(last) < 20
+        || LAST_MS.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_err()
+    {
+        return;
+    }
     let Some(path) =
         TARGET.get_or_init(|| own_cgroup_procs(&std::fs::read_to_string("/proc/self/cgroup").ok()?)).clone()
     else {
