@@ -449,15 +449,17 @@ pub fn forward_resize(client: &Client, id: &str, exec_id: &str) {
     });
 }
 
-/// Removes the task, container and snapshot of `id` (each step best effort).
+/// Removes the task, then the container and its snapshot (at once: neither needs the other
+/// gone first). Each step is best effort.
 pub async fn cleanup(client: &Client, id: &str, snapshotter: &str) {
     let mut tasks = TasksClient::new(client.channel.clone());
     let _ = tasks.delete(client.request(DeleteTaskRequest { container_id: id.into() })).await;
     let mut containers = ContainersClient::new(client.channel.clone());
-    let _ = containers.delete(client.request(DeleteContainerRequest { id: id.into() })).await;
     let mut snaps = SnapshotsClient::new(client.channel.clone());
-    let _ =
-        snaps.remove(client.request(RemoveSnapshotRequest { snapshotter: snapshotter.into(), key: id.into() })).await;
+    let _ = tokio::join!(
+        containers.delete(client.request(DeleteContainerRequest { id: id.into() })),
+        snaps.remove(client.request(RemoveSnapshotRequest { snapshotter: snapshotter.into(), key: id.into() })),
+    );
 }
 
 /// Exits with a process's exit code (also 0: a stdin copy may still block a runtime thread).
@@ -470,36 +472,38 @@ pub fn exit_with(code: i32) -> ! {
 /// Runs `berthctl run`; returns the exit code to exit with.
 pub async fn run(client: &Client, namespace: &str, args: RunArgs) -> Result<i32> {
     let name = normalize_name(&args.image)?;
-    let config = image_config(client, &name).await?;
-    let spec = make_spec(namespace, &args, &config)?;
-
-    let mut unpack = UnpackClient::new(client.channel.clone());
-    let chain = unpack
-        .unpack(client.request(UnpackRequest {
-            image: name.clone(),
-            snapshotter: args.snapshotter.clone(),
-            platform: None,
-        }))
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .chain_id;
+    // The image's config, its unpacked chain and a lease do not depend on each other: the
+    // three requests go out at once.
+    let unpack = async {
+        let mut unpack = UnpackClient::new(client.channel.clone());
+        let req = UnpackRequest { image: name.clone(), snapshotter: args.snapshotter.clone(), platform: None };
+        Ok::<_, anyhow::Error>(unpack.unpack(client.request(req)).await.map_err(status_error)?.into_inner().chain_id)
+    };
     // A lease holds the new snapshot (and a remapped parent) until the container record does:
     // a collection scheduled by another delete must not take them in between.
-    let mut leases = LeasesClient::new(client.channel.clone());
-    let expire = super::leases::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
-    let lease = leases
-        .create(client.request(LeaseCreateRequest {
+    let lease = async {
+        let mut leases = LeasesClient::new(client.channel.clone());
+        let expire = super::leases::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+        let req = LeaseCreateRequest {
             id: String::new(),
             labels: HashMap::from([("containerd.io/gc.expire".to_string(), expire)]),
-        }))
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .lease
-        .map(|l| l.id)
-        .unwrap_or_default();
+        };
+        Ok::<_, anyhow::Error>(
+            leases
+                .create(client.request(req))
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .lease
+                .map(|l| l.id)
+                .unwrap_or_default(),
+        )
+    };
+    let (config, chain, lease) = tokio::join!(image_config(client, &name), unpack, lease);
+    let lease = lease?;
     let created = async {
+        let (config, chain) = (config?, chain?);
+        let spec = make_spec(namespace, &args, &config)?;
         let parent = match UserNamespace::from_flags(args.uidmap, args.gidmap)? {
             Some(ns) => userns::remapped_parent(client, &args.snapshotter, &chain, &ns, &lease).await?,
             None => chain,
@@ -507,15 +511,22 @@ pub async fn run(client: &Client, namespace: &str, args: RunArgs) -> Result<i32>
         create_container(client, &args, &name, parent, &spec, &lease).await
     }
     .await;
-    let _ = leases.delete(client.request(LeaseDeleteRequest { id: lease, sync: false })).await;
-    created?;
-    match start_task(client, &args).await {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            cleanup(client, &args.id, &args.snapshotter).await;
-            Err(e)
-        }
-    }
+    // The container record holds the snapshot now: the lease goes while the task starts.
+    let mut leases = LeasesClient::new(client.channel.clone());
+    let release = client.request(LeaseDeleteRequest { id: lease, sync: false });
+    let released = tokio::spawn(async move { leases.delete(release).await });
+    let result = match created {
+        Ok(()) => match start_task(client, &args).await {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                cleanup(client, &args.id, &args.snapshotter).await;
+                Err(e)
+            }
+        },
+        Err(e) => Err(e),
+    };
+    let _ = released.await;
+    result
 }
 
 /// Prepares the rootfs snapshot on `parent` (within `lease`) and creates the container record.
