@@ -157,7 +157,21 @@ fn docker_default_seccomp_profile() {
     // ignored (the shim's blocked SIGCHLD and Rust's ignored SIGPIPE stay out).
     let r = d.berthctl(&["run", "--rm", "busybox", "r-sc-sig", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]);
     assert_eq!(r.ok(), "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n", "{}", r.stderr);
-    assert_nothing_left(&d, &["r-sc-unshare", "r-sc-mount", "r-sc-ok", "r-sc-sig"]);
+    // Exec processes run under the same filter.
+    d.berthctl(&["run", "-d", "busybox", "r-sc-exec", "sleep", "100"]).ok();
+    let err = d.berthctl(&["task", "exec", "r-sc-exec", "unshare", "-U", "true"]).err().to_string();
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert_eq!(d.berthctl(&["task", "exec", "r-sc-exec", "echo", "exec ok"]).ok(), "exec ok\n");
+    d.berthctl(&["task", "rm", "-f", "r-sc-exec"]).ok();
+    d.berthctl(&["container", "rm", "r-sc-exec"]).ok();
+    // The profile was compiled once and kept as a program: one entry for all these runs.
+    let cached: Vec<_> = std::fs::read_dir(d.state.join("seccomp-cache"))
+        .expect("seccomp cache")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bpf"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert_nothing_left(&d, &["r-sc-unshare", "r-sc-mount", "r-sc-ok", "r-sc-sig", "r-sc-exec"]);
 }
 
 /// Removes a container's rootfs snapshot; the collection that the container's removal

@@ -1,5 +1,5 @@
 //! berth-shim: one process per container. Started by berthd as
-//! `berth-shim --namespace NS --id ID --bundle DIR`, it binds `DIR/shim.sock`, forks into its
+//! `berth-shim --namespace NS --id ID --bundle DIR [--seccomp-cache DIR]`, it binds `DIR/shim.sock`, forks into its
 //! own session (the parent prints the address and exits once the socket is bound), becomes a
 //! child subreaper so the container's processes are reaped here, writes `address` and
 //! `shim.pid` into DIR, and serves `berth.shim.v1.Task` (see `rpc`): a thread per
@@ -27,17 +27,20 @@ struct Args {
     namespace: String,
     id: String,
     bundle: PathBuf,
+    /// Where compiled seccomp programs are kept for the runtime helper (shared by all shims).
+    seccomp_cache: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let (mut ns, mut id, mut bundle) = (None, None, None);
+    let (mut ns, mut id, mut bundle, mut seccomp_cache) = (None, None, None, None);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--namespace" => ns = Some(value()?),
             "--id" => id = Some(value()?),
             "--bundle" => bundle = Some(PathBuf::from(value()?)),
+            "--seccomp-cache" => seccomp_cache = Some(PathBuf::from(value()?)),
             "--version" => {
                 println!("berth-shim {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
@@ -49,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
         namespace: ns.ok_or("--namespace is required")?,
         id: id.ok_or("--id is required")?,
         bundle: bundle.ok_or("--bundle is required")?,
+        seccomp_cache,
     })
 }
 
@@ -95,7 +99,7 @@ fn main() {
     // count against each container.
     // SAFETY: mallopt before any other thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    let service = task::TaskService::new(args.id, args.bundle, runtime::default_binary());
+    let service = task::TaskService::new(args.id, args.bundle, runtime::default_binary(), args.seccomp_cache);
     if let Err(e) = start_reaper(service.clone()) {
         eprintln!("berth-shim: reaper: {e}");
         std::process::exit(1);

@@ -32,6 +32,8 @@ pub struct Runtime {
     pub root: PathBuf,
     /// The container id.
     pub id: String,
+    /// Where the helper keeps compiled seccomp programs.
+    pub seccomp_cache: Option<PathBuf>,
 }
 
 /// The helper's stdin, stdout and stderr.

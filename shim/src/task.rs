@@ -252,8 +252,13 @@ fn encode(msg: impl Message) -> Result<Vec<u8>, Status> {
 
 impl TaskService {
     /// The service for container `id` with its bundle at `bundle`.
-    pub fn new(id: String, bundle: PathBuf, runtime_binary: PathBuf) -> Arc<TaskService> {
-        let runtime = Runtime { binary: runtime_binary, root: bundle.join("runtime"), id: id.clone() };
+    pub fn new(
+        id: String,
+        bundle: PathBuf,
+        runtime_binary: PathBuf,
+        seccomp_cache: Option<PathBuf>,
+    ) -> Arc<TaskService> {
+        let runtime = Runtime { binary: runtime_binary, root: bundle.join("runtime"), id: id.clone(), seccomp_cache };
         let inner = Inner {
             id,
             bundle,
@@ -428,6 +433,10 @@ impl TaskService {
             // A terminal gets a pty whose master comes back over a console socket; otherwise
             // the process gets the stdio fds directly.
             let mut args: Vec<std::ffi::OsString> = vec!["create".into(), "--bundle".into(), bundle.clone().into()];
+            if let Some(cache) = &self.runtime.seccomp_cache {
+                args.push("--seccomp-cache".into());
+                args.push(cache.into());
+            }
             let (console, stdio) = if req.terminal {
                 let socket = stdio::ConsoleSocket::bind(bundle.join("console.sock"))
                     .map_err(|e| io_status("console socket", e))?;
@@ -506,7 +515,8 @@ impl TaskService {
             let spec_path = p.spec_path.clone().ok_or_else(|| Status::internal("exec without a process spec"))?;
             (bundle, spec_path, p.terminal, p.io.take(), p.stdin.clone(), p.stdout.clone())
         };
-        let mut args: Vec<std::ffi::OsString> = vec!["exec".into(), "--process".into(), spec_path.into()];
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["exec".into(), "--process".into(), spec_path.into(), "--bundle".into(), bundle.clone().into()];
         let (pid, close_stdin, console) = if terminal {
             let console = stdio::ConsoleSocket::bind(bundle.join(format!("{}.console.sock", req.exec_id)))
                 .map_err(|e| io_status("console socket", e))?;

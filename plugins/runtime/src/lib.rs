@@ -65,6 +65,11 @@ impl ShimManager {
         self.shims.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Where shims keep compiled seccomp programs: `<state>/seccomp-cache`, shared by all.
+    fn seccomp_cache(&self) -> PathBuf {
+        self.shims_dir.with_file_name("seccomp-cache")
+    }
+
     /// The bundle directory of a task.
     pub fn bundle(&self, ns: &str, id: &str) -> PathBuf {
         self.shims_dir.join(ns).join(id)
@@ -117,6 +122,8 @@ impl ShimManager {
                 .arg(id)
                 .arg("--bundle")
                 .arg(&bundle)
+                .arg("--seccomp-cache")
+                .arg(self.seccomp_cache())
                 .stdin(std::process::Stdio::null())
                 .output()
                 .await

@@ -4,9 +4,11 @@
 //! failure, CODE being a gRPC status code.
 //!
 //! ```text
-//! berth-runtime --root DIR --id ID create --bundle DIR [--console-socket PATH]   -> PID CGROUP
+//! berth-runtime --root DIR --id ID create --bundle DIR [--console-socket PATH] [--seccomp-cache DIR]
+//!                                                                                 -> PID CGROUP
 //! berth-runtime --root DIR --id ID start
-//! berth-runtime --root DIR --id ID exec --process FILE [--console-socket PATH]   -> PID
+//! berth-runtime --root DIR --id ID exec --process FILE [--bundle DIR] [--console-socket PATH]
+//!                                                                                 -> PID
 //! berth-runtime --root DIR --id ID kill SIGNAL [--all]
 //! berth-runtime --root DIR --id ID pause | resume
 //! berth-runtime --root DIR --id ID delete [--force]
@@ -15,7 +17,8 @@
 //! ```
 //!
 //! `create` and `exec` without a console socket give the new process this program's own
-//! stdin, stdout and stderr.
+//! stdin, stdout and stderr. Seccomp profiles are compiled once and loaded as programs (see
+//! `seccomp`).
 
 use std::io::Write;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
@@ -27,6 +30,8 @@ use libcontainer::container::Container;
 use libcontainer::error::LibcontainerError;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
+
+mod seccomp;
 
 // gRPC status codes.
 const INVALID_ARGUMENT: i32 = 3;
@@ -68,13 +73,16 @@ fn failure(e: LibcontainerError) -> Failure {
     (code, msg)
 }
 
-/// Adapts the bundle's config.json to this host and to libcontainer before the build:
+/// Adapts the bundle's config.json to this host and to libcontainer before the build, and
+/// returns the executor that loads the seccomp program when the profile takes that path:
 /// - A negative oomScoreAdj below ours is raised to ours: root may not lower it on these
 ///   machines, so the build would fail (containerd's restrict_oom_score_adj does the same).
-/// - Seccomp `SCMP_CMP_MASKED_EQ` arguments are rewritten for libcontainer 0.7, which reads
-///   the mask from `valueTwo` where the runtime spec (and runc, crun, Docker's profile) put
-///   it in `value`. Unconverted, Docker's `clone` rule would match every call.
-fn adjust_spec(bundle: &Path) -> Result<(), Failure> {
+/// - A seccomp profile that can be precompiled ([`seccomp::eligible`]) is compiled (or taken
+///   from `cache`), saved in the bundle, and removed from the spec libcontainer sees.
+/// - Otherwise seccomp `SCMP_CMP_MASKED_EQ` arguments are rewritten for libcontainer 0.7,
+///   which reads the mask from `valueTwo` where the runtime spec (and runc, crun, Docker's
+///   profile) put it in `value`. Unconverted, Docker's `clone` rule would match every call.
+fn adjust_spec(bundle: &Path, cache: Option<&Path>) -> Result<Option<seccomp::SeccompExecutor>, Failure> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(|e| internal("read config.json", e))?;
     let mut spec: serde_json::Value =
@@ -88,14 +96,41 @@ fn adjust_spec(bundle: &Path) -> Result<(), Failure> {
             changed = true;
         }
     }
-    if let Some(seccomp) = spec.pointer_mut("/linux/seccomp") {
-        changed |= berth_oci::seccomp::masked_eq_for_libcontainer(seccomp) > 0;
+    let mut executor = None;
+    if seccomp::eligible(&spec) {
+        let profile = spec.pointer("/linux/seccomp").cloned().unwrap_or_default();
+        let flags = seccomp::flags(&profile).map_err(|e| (INVALID_ARGUMENT, e))?;
+        let program = seccomp::program(&profile, cache).map_err(|e| (INVALID_ARGUMENT, e))?;
+        seccomp::save(bundle, flags, &program).map_err(|e| internal("save the seccomp program", e))?;
+        if let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) {
+            linux.remove("seccomp");
+        }
+        changed = true;
+        executor = Some(seccomp::SeccompExecutor::new(flags, program));
+    } else if let Some(profile) = spec.pointer_mut("/linux/seccomp") {
+        changed |= berth_oci::seccomp::masked_eq_for_libcontainer(profile) > 0;
     }
     if changed {
         let data = serde_json::to_vec(&spec).map_err(|e| internal("encode config.json", e))?;
         std::fs::write(&path, data).map_err(|e| internal("write config.json", e))?;
     }
-    Ok(())
+    Ok(executor)
+}
+
+/// The executor for an exec process of the container in `bundle`: the container's seccomp
+/// program, if it has one. no_new_privs is set for a process that does not ask for it: the
+/// container's init runs with it (that is when a program is kept), and the kernel loads a
+/// filter without CAP_SYS_ADMIN only then.
+fn exec_executor(bundle: Option<&str>, process: &Path) -> Result<Option<seccomp::SeccompExecutor>, Failure> {
+    let Some(bundle) = bundle else { return Ok(None) };
+    let Some(mut executor) = seccomp::load_saved(Path::new(bundle)).map_err(|e| internal("seccomp", e))? else {
+        return Ok(None);
+    };
+    let data = std::fs::read(process).map_err(|e| internal("read the exec process", e))?;
+    let spec: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| (INVALID_ARGUMENT, format!("exec process: {e}")))?;
+    executor.set_nnp = spec.get("noNewPrivileges").and_then(|v| v.as_bool()) != Some(true);
+    Ok(Some(executor))
 }
 
 struct Cli {
@@ -169,8 +204,12 @@ fn run(cli: &Cli) -> Result<String, Failure> {
     match cli.command.as_str() {
         "create" => {
             let bundle = opt(&cli.rest, "--bundle").ok_or((INVALID_ARGUMENT, "--bundle is required".into()))?;
-            adjust_spec(Path::new(bundle))?;
+            let cache = opt(&cli.rest, "--seccomp-cache").map(Path::new);
+            let executor = adjust_spec(Path::new(bundle), cache)?;
             let mut b = builder()?;
+            if let Some(e) = executor {
+                b = b.with_executor(e);
+            }
             match opt(&cli.rest, "--console-socket") {
                 Some(socket) => b = b.with_console_socket(Some(socket)),
                 None => {
@@ -186,6 +225,9 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         "exec" => {
             let process = opt(&cli.rest, "--process").ok_or((INVALID_ARGUMENT, "--process is required".into()))?;
             let mut b = builder()?;
+            if let Some(e) = exec_executor(opt(&cli.rest, "--bundle"), Path::new(process))? {
+                b = b.with_executor(e);
+            }
             match opt(&cli.rest, "--console-socket") {
                 Some(socket) => b = b.with_console_socket(Some(socket)),
                 None => {
