@@ -592,8 +592,13 @@ impl TaskService {
             (pid, exit, std::mem::take(&mut st.created))
         };
         if created {
-            // Kills a created-but-never-started init and removes cgroups and state.
-            if let Err(e) = self.helper(&["delete".as_ref(), "--force".as_ref()], HelperStdio::Null) {
+            // Kills a created-but-never-started init and removes cgroups and state; an init
+            // already reaped here leaves only cgroups and state (`--exited`).
+            let mut args: Vec<&std::ffi::OsStr> = vec!["delete".as_ref(), "--force".as_ref()];
+            if exit.is_some() {
+                args.push("--exited".as_ref());
+            }
+            if let Err(e) = self.helper(&args, HelperStdio::Null) {
                 eprintln!("berth-shim: delete container: {}", e.message);
             }
         }

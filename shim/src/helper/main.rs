@@ -11,7 +11,7 @@
 //!                                                                                 -> PID
 //! berth-runtime --root DIR --id ID kill SIGNAL [--all]
 //! berth-runtime --root DIR --id ID pause | resume
-//! berth-runtime --root DIR --id ID delete [--force]
+//! berth-runtime --root DIR --id ID delete [--force] [--exited]
 //! berth-runtime --root DIR --id ID update --resources FILE
 //! berth-runtime --root DIR --id ID pids                                          -> PID...
 //! ```
@@ -198,6 +198,44 @@ fn cgroup_manager(cli: &Cli) -> Result<libcgroups::common::AnyCgroupManager, Fai
     .map_err(|e| internal("cgroup", e))
 }
 
+/// Deletes a container whose init the caller (the shim) has already reaped, when nothing but
+/// its cgroups and its state directory is left to remove: no hooks to run, no systemd or
+/// Intel RDT groups. libcontainer's delete would first re-derive the status through /proc and
+/// parse mountinfo once per cgroup controller; this removes the same directories with one
+/// parse. Returns false (nothing done) when the container needs libcontainer's delete,
+/// including a cgroup that still holds processes.
+fn delete_exited(cli: &Cli) -> Result<bool, Failure> {
+    let dir = cli.root.join(&cli.id);
+    let read =
+        |name: &str| -> Option<serde_json::Value> { serde_json::from_slice(&std::fs::read(dir.join(name)).ok()?).ok() };
+    let (Some(config), Some(state)) = (read("youki_config.json"), read("state.json")) else { return Ok(false) };
+    let plain = config.get("hooks").is_none_or(|h| h.is_null())
+        && state.get("useSystemd").and_then(|v| v.as_bool()) != Some(true)
+        && state.get("intelRdtDir").is_none_or(|v| v.is_null());
+    let Some(cgroup) = config.get("cgroup_path").and_then(|p| p.as_str()) else { return Ok(false) };
+    let rel = cgroup.trim_start_matches('/');
+    if !plain || rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        return Ok(false);
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| internal("mountinfo", e))?;
+    let hierarchies = mountinfo.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        matches!(right.split(' ').next(), Some("cgroup" | "cgroup2")).then(|| left.split(' ').nth(4))?
+    });
+    for mount in hierarchies {
+        let d = Path::new(mount).join(rel);
+        match std::fs::remove_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Still populated (processes outside a pid namespace outlived the init):
+            // libcontainer's delete kills them and retries.
+            Err(_) => return Ok(false),
+        }
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| internal("remove the container state", e))?;
+    Ok(true)
+}
+
 fn run(cli: &Cli) -> Result<String, Failure> {
     let builder =
         || ContainerBuilder::new(cli.id.clone(), SyscallType::Linux).with_root_path(cli.root.clone()).map_err(failure);
@@ -252,6 +290,9 @@ fn run(cli: &Cli) -> Result<String, Failure> {
             load(cli)?.kill(signal, all).map(|_| String::new()).map_err(failure)
         }
         "delete" => {
+            if cli.rest.iter().any(|a| a == "--exited") && delete_exited(cli)? {
+                return Ok(String::new());
+            }
             let force = cli.rest.iter().any(|a| a == "--force");
             load(cli)?.delete(force).map(|_| String::new()).map_err(failure)
         }
