@@ -337,6 +337,9 @@ impl TaskService {
 
     /// Serves one connection: one request, one response (a stream of them for Events).
     pub fn serve_connection(self: &Arc<Self>, mut conn: UnixStream) {
+        // A client that connects and sends nothing must not hold this thread for ever; the
+        // answer may take long (Wait, Events), the request may not.
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
         let req = match rpc::read_request(&mut conn) {
             Ok(r) => r,
             Err(s) => {
@@ -834,4 +837,62 @@ impl TaskService {
 /// Serves `conn` on a thread of its own.
 pub fn serve(svc: Arc<TaskService>, conn: UnixStream) {
     spawn("conn", move || svc.serve_connection(conn));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::berth::shim::v1::RpcResponse;
+
+    /// One call through a socket pair, as berthd makes it.
+    fn call(svc: &Arc<TaskService>, frame: &[u8]) -> RpcResponse {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let svc = svc.clone();
+        let t = std::thread::spawn(move || svc.serve_connection(server));
+        client.write_all(frame).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let reply = rpc::read_frame(&mut client).unwrap().expect("a response frame");
+        t.join().unwrap();
+        RpcResponse::decode(reply.as_slice()).unwrap()
+    }
+
+    fn framed(method: &str, payload: Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::new();
+        rpc::write_frame(&mut out, &RpcRequest { method: method.into(), payload }).unwrap();
+        out
+    }
+
+    #[test]
+    fn calls_without_a_container_and_bad_input_get_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = TaskService::new("c1".into(), dir.path().to_path_buf(), "/nonexistent/berth-runtime".into(), None);
+        // Connect answers with this process and no task yet.
+        let r = call(&svc, &framed("Connect", ConnectRequest { id: "c1".into() }.encode_to_vec()));
+        assert_eq!(r.code, 0, "{}", r.message);
+        let c = ConnectResponse::decode(r.payload.as_slice()).unwrap();
+        assert_eq!((c.shim_pid, c.task_pid), (std::process::id(), 0));
+        // State of a task never created, and of another container: NotFound.
+        let r = call(&svc, &framed("State", StateRequest { id: "c1".into(), exec_id: String::new() }.encode_to_vec()));
+        assert_eq!(r.code, Code::NotFound as i32, "{}", r.message);
+        let r =
+            call(&svc, &framed("State", StateRequest { id: "other".into(), exec_id: String::new() }.encode_to_vec()));
+        assert_eq!(r.code, Code::NotFound as i32, "{}", r.message);
+        // An unknown method, a payload that is not the request message, a torn frame.
+        let r = call(&svc, &framed("Checkpoint", Vec::new()));
+        assert_eq!(r.code, Code::Unimplemented as i32, "{}", r.message);
+        let r = call(&svc, &framed("Kill", vec![0xff, 0xff, 0xff]));
+        assert_eq!(r.code, Code::InvalidArgument as i32, "{}", r.message);
+        let r = call(&svc, &[0, 0, 0, 9, 1, 2]);
+        assert_eq!(r.code, Code::InvalidArgument as i32, "{}", r.message);
+        // A signal out of range is refused before anything runs.
+        let kill = KillRequest { id: "c1".into(), exec_id: String::new(), signal: 0, all: false };
+        let r = call(&svc, &framed("Kill", kill.encode_to_vec()));
+        assert_eq!(r.code, Code::InvalidArgument as i32, "{}", r.message);
+        // Queued events are acknowledged by sequence number.
+        svc.lock().queue("/tasks/oom", &TaskOom { container_id: "c1".into() });
+        svc.lock().queue("/tasks/oom", &TaskOom { container_id: "c1".into() });
+        let r = call(&svc, &framed("AckEvents", AckEventsRequest { seq: 1 }.encode_to_vec()));
+        assert_eq!(r.code, 0);
+        assert_eq!(svc.lock().events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+    }
 }
