@@ -43,22 +43,17 @@ impl V1Dirs {
     /// `cpu,cpuacct` works), or `/sys/fs/cgroup/<controller>`.
     pub fn of(rel: &Path) -> V1Dirs {
         let mountinfo = crate::cgroups::mountinfo();
-        let dir = |c: &str| crate::cgroups::v1_dir(&mountinfo, c, rel);
-        V1Dirs {
-            memory: dir("memory"),
-            cpu: dir("cpu"),
-            cpuacct: dir("cpuacct"),
-            pids: dir("pids"),
-            blkio: dir("blkio"),
-            hugetlb: dir("hugetlb"),
-            rdma: dir("rdma"),
-        }
+        V1Dirs::with(|c| crate::cgroups::v1_dir(&mountinfo, c, rel))
     }
 
     /// Every controller under one root, `root/<controller>/rel` (tests).
     #[cfg(test)]
     fn under(root: &Path, rel: &str) -> V1Dirs {
-        let dir = |c: &str| root.join(c).join(rel);
+        V1Dirs::with(|c| root.join(c).join(rel))
+    }
+
+    /// The directory of each controller, as `dir` names it.
+    fn with(dir: impl Fn(&str) -> PathBuf) -> V1Dirs {
         V1Dirs {
             memory: dir("memory"),
             cpu: dir("cpu"),

@@ -179,6 +179,25 @@ fn own_stdio() -> Result<(OwnedFd, OwnedFd, OwnedFd), Failure> {
     Ok((dup(0)?, dup(1)?, dup(2)?))
 }
 
+/// The builder with the seccomp executor, if any, and the new process's terminal (the
+/// console socket) or else this program's stdio.
+fn with_io(
+    mut b: ContainerBuilder,
+    executor: Option<seccomp::SeccompExecutor>,
+    console_socket: Option<&str>,
+) -> Result<ContainerBuilder, Failure> {
+    if let Some(e) = executor {
+        b = b.with_executor(e);
+    }
+    Ok(match console_socket {
+        Some(socket) => b.with_console_socket(Some(socket)),
+        None => {
+            let (i, o, e) = own_stdio()?;
+            b.with_stdin(i).with_stdout(o).with_stderr(e)
+        }
+    })
+}
+
 fn load(cli: &Cli) -> Result<Container, Failure> {
     let dir = cli.root.join(&cli.id);
     if !dir.exists() {
@@ -244,17 +263,7 @@ fn run(cli: &Cli) -> Result<String, Failure> {
             let bundle = opt(&cli.rest, "--bundle").ok_or((INVALID_ARGUMENT, "--bundle is required".into()))?;
             let cache = opt(&cli.rest, "--seccomp-cache").map(Path::new);
             let executor = adjust_spec(Path::new(bundle), cache)?;
-            let mut b = builder()?;
-            if let Some(e) = executor {
-                b = b.with_executor(e);
-            }
-            match opt(&cli.rest, "--console-socket") {
-                Some(socket) => b = b.with_console_socket(Some(socket)),
-                None => {
-                    let (i, o, e) = own_stdio()?;
-                    b = b.with_stdin(i).with_stdout(o).with_stderr(e);
-                }
-            }
+            let b = with_io(builder()?, executor, opt(&cli.rest, "--console-socket"))?;
             let container = b.as_init(bundle).with_systemd(false).with_detach(true).build().map_err(failure)?;
             let pid = container.pid().map_or(0, |p| p.as_raw());
             let cgroup = container.spec().map(|c| c.cgroup_path).unwrap_or_default();
@@ -262,17 +271,8 @@ fn run(cli: &Cli) -> Result<String, Failure> {
         }
         "exec" => {
             let process = opt(&cli.rest, "--process").ok_or((INVALID_ARGUMENT, "--process is required".into()))?;
-            let mut b = builder()?;
-            if let Some(e) = exec_executor(opt(&cli.rest, "--bundle"), Path::new(process))? {
-                b = b.with_executor(e);
-            }
-            match opt(&cli.rest, "--console-socket") {
-                Some(socket) => b = b.with_console_socket(Some(socket)),
-                None => {
-                    let (i, o, e) = own_stdio()?;
-                    b = b.with_stdin(i).with_stdout(o).with_stderr(e);
-                }
-            }
+            let executor = exec_executor(opt(&cli.rest, "--bundle"), Path::new(process))?;
+            let b = with_io(builder()?, executor, opt(&cli.rest, "--console-socket"))?;
             let pid = b.as_tenant().with_process(Some(process)).with_detach(true).build().map_err(failure)?;
             Ok(pid.as_raw().to_string())
         }
