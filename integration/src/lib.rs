@@ -123,6 +123,43 @@ pub struct DaemonOptions {
     pub root: Option<PathBuf>,
     /// Use this socket path instead of a fresh one.
     pub socket: Option<PathBuf>,
+    /// Run berthd (and so its shims) in a private mount namespace whose `/sys/fs/cgroup` is
+    /// the cgroup v2 hierarchy alone, as on a pure v2 host. On a hybrid host (v1 controllers
+    /// plus a cgroup2 mount at /sys/fs/cgroup/unified) that hierarchy has only the controllers
+    /// v1 does not hold; on a pure v2 host this changes nothing.
+    pub cgroup2_only: bool,
+}
+
+/// In the child before berthd's exec: a private mount namespace with the cgroup2 hierarchy
+/// at /sys/fs/cgroup. Only async-signal-safe calls.
+fn enter_cgroup2_only_namespace() -> std::io::Result<()> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY: plain syscalls with NUL-terminated literals, in the forked child.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(err());
+        }
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(err());
+        }
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c"/sys/fs/cgroup".as_ptr(), &mut st) == 0 && st.f_type as i64 == 0x6367_7270 {
+            return Ok(()); // already a pure v2 host
+        }
+        // Detach the hybrid's cgroup2 mount (if any) so that nothing below shows v1 either.
+        libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
+        if libc::mount(c"cgroup2".as_ptr(), c"/sys/fs/cgroup".as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null()) != 0 {
+            return Err(err());
+        }
+    }
+    Ok(())
 }
 
 /// A running berthd with its own temporary directories.
@@ -186,6 +223,10 @@ impl Daemon {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logfile.try_clone().expect("dup log"));
         // Run as its own process group leader so a stray child never outlives the test.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        if opts.cgroup2_only {
+            // SAFETY: the hook only makes async-signal-safe syscalls.
+            unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, enter_cgroup2_only_namespace) };
+        }
         (cmd, dir, root, state, socket, log)
     }
 
