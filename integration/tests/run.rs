@@ -167,6 +167,11 @@ fn docker_default_seccomp_profile() {
     let err = d.berthctl(&["task", "exec", "r-sc-exec", "unshare", "-U", "true"]).err().to_string();
     assert!(err.contains("Operation not permitted"), "{err}");
     assert_eq!(d.berthctl(&["task", "exec", "r-sc-exec", "echo", "exec ok"]).ok(), "exec ok\n");
+    // Exactly one filter, in filter mode, for the init and for an exec process.
+    let want = "Seccomp:\t2\nSeccomp_filters:\t1\n";
+    let status = ["grep", "-E", "^Seccomp(_filters)?:", "/proc/self/status"];
+    assert_eq!(d.berthctl(&[&["task", "exec", "r-sc-exec"][..], &status[..]].concat()).ok(), want);
+    assert_eq!(d.berthctl(&[&["run", "--rm", "busybox", "r-sc-init"][..], &status[..]].concat()).ok(), want);
     d.berthctl(&["task", "rm", "-f", "r-sc-exec"]).ok();
     d.berthctl(&["container", "rm", "r-sc-exec"]).ok();
     // The profile was compiled once and kept as a program: one entry for all these runs.
@@ -176,7 +181,7 @@ fn docker_default_seccomp_profile() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".bpf"))
         .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
-    assert_nothing_left(&d, &["r-sc-unshare", "r-sc-mount", "r-sc-ok", "r-sc-sig", "r-sc-exec"]);
+    assert_nothing_left(&d, &["r-sc-unshare", "r-sc-mount", "r-sc-ok", "r-sc-sig", "r-sc-exec", "r-sc-init"]);
 }
 
 /// Removes a container's rootfs snapshot; the collection that the container's removal
