@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
 
 /// Dropping it cancels whoever waits on the matching [`Cancelled`] (the write end of a
 /// pipe: its close wakes the read end with POLLHUP).
@@ -67,18 +68,33 @@ fn wait_for(fd: &impl AsFd, events: libc::c_short, cancel: Option<&Cancelled>) -
     }
 }
 
-/// Copies `src` to `dst` until `src` ends or fails, `dst` fails, or `cancel` fires.
+/// After a cancel, how long a copy may still wait for its destination to take what the
+/// source already holds.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Copies `src` to `dst` until `src` ends or fails, or `dst` fails. When `cancel` fires, what
+/// `src` already holds is still delivered (CloseIO comes after the client wrote its last
+/// bytes into the fifo, and they must reach the process before its EOF), for at most
+/// [`DRAIN_TIME`]; then the copy ends and drops `dst`.
 fn copy(mut src: File, mut dst: File, cancel: Option<Cancelled>) {
     set_nonblocking(&src);
     set_nonblocking(&dst);
     let mut buf = vec![0u8; 32 * 1024];
+    // Set once cancelled: the time by which the drain must be done.
+    let mut closing: Option<Instant> = None;
     loop {
-        if !matches!(wait_for(&src, libc::POLLIN, cancel.as_ref()), CancelWait::Ready) {
-            return;
+        if closing.is_none() {
+            match wait_for(&src, libc::POLLIN, cancel.as_ref()) {
+                CancelWait::Ready => {}
+                CancelWait::Cancelled => closing = Some(Instant::now() + DRAIN_TIME),
+                CancelWait::Error(_) => return,
+            }
         }
         let n = match src.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,
+            // Drained: nothing more was written before the cancel.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && closing.is_some() => return,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
             Err(_) => return,
         };
@@ -86,16 +102,33 @@ fn copy(mut src: File, mut dst: File, cancel: Option<Cancelled>) {
         while off < n {
             match dst.write(&buf[off..n]) {
                 Ok(k) => off += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !matches!(wait_for(&dst, libc::POLLOUT, cancel.as_ref()), CancelWait::Ready) {
-                        return;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match closing {
+                    None => match wait_for(&dst, libc::POLLOUT, cancel.as_ref()) {
+                        CancelWait::Ready => {}
+                        CancelWait::Cancelled => closing = Some(Instant::now() + DRAIN_TIME),
+                        CancelWait::Error(_) => return,
+                    },
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() || !writable_within(&dst, left) {
+                            return;
+                        }
                     }
-                }
+                },
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
             }
         }
     }
+}
+
+/// Waits up to `time` for `fd` to take writes.
+fn writable_within(fd: &impl AsFd, time: Duration) -> bool {
+    let mut p = libc::pollfd { fd: fd.as_fd().as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    let ms = time.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: poll on one pollfd we own.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0 && p.revents & libc::POLLOUT != 0
 }
 
 /// The fds a new process gets, and the handle that closes its stdin.
@@ -236,4 +269,46 @@ pub fn resize(master: &OwnedFd, width: u32, height: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> (File, File) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        (File::from(r), File::from(w))
+    }
+
+    #[test]
+    fn a_cancelled_copy_still_delivers_what_was_written_before() {
+        // The client wrote its input, then asked to close stdin: both are ready at once.
+        let (src, mut src_w) = pipe();
+        src_w.write_all(b"piped in\n").unwrap();
+        let (mut dst_r, dst_w) = pipe();
+        let (cancel, cancelled) = cancel_pair().unwrap();
+        drop(cancel);
+        copy(src, dst_w, Some(cancelled));
+        // The copy returned with its writer gone: the reader gets the bytes, then EOF,
+        // although the source's writer (src_w) is still open.
+        let mut got = String::new();
+        dst_r.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "piped in\n");
+        drop(src_w);
+    }
+
+    #[test]
+    fn a_copy_ends_at_the_end_of_its_source() {
+        let (src, mut src_w) = pipe();
+        let (mut dst_r, dst_w) = pipe();
+        let (_cancel, cancelled) = cancel_pair().unwrap();
+        let t = std::thread::spawn(move || copy(src, dst_w, Some(cancelled)));
+        src_w.write_all(b"one ").unwrap();
+        src_w.write_all(b"two").unwrap();
+        drop(src_w);
+        t.join().unwrap();
+        let mut got = String::new();
+        dst_r.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "one two");
+    }
 }
