@@ -19,20 +19,31 @@ pub fn unified() -> bool {
     st.f_type as i64 == CGROUP2_SUPER_MAGIC
 }
 
+/// Each cgroup mount in `mountinfo` text: file system type (`cgroup` or `cgroup2`), mount
+/// point and super options.
+fn cgroup_mounts(mountinfo: &str) -> impl Iterator<Item = (&str, PathBuf, &str)> {
+    mountinfo.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split(' ');
+        let fstype = r.next().filter(|t| *t == "cgroup" || *t == "cgroup2")?;
+        let options = r.nth(1).unwrap_or("");
+        let point = left.split(' ').nth(4)?;
+        Some((fstype, PathBuf::from(unescape(point)), options))
+    })
+}
+
 /// The mount point of v1 controller `controller` in `mountinfo` text.
 pub fn v1_mount_in(mountinfo: &str, controller: &str) -> Option<PathBuf> {
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let mut r = right.split(' ');
-        if r.next() != Some("cgroup") {
-            continue;
-        }
-        let options = r.nth(1).unwrap_or("");
-        if options.split(',').any(|o| o == controller) {
-            return left.split(' ').nth(4).map(|p| PathBuf::from(unescape(p)));
-        }
-    }
-    None
+    cgroup_mounts(mountinfo)
+        .find(|(fstype, _, options)| *fstype == "cgroup" && options.split(',').any(|o| o == controller))
+        .map(|(_, point, _)| point)
+}
+
+/// The mount point of every cgroup hierarchy, v1 and v2, in `mountinfo` text (berth-runtime's
+/// delete removes a container's cgroup from each).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn hierarchies(mountinfo: &str) -> Vec<PathBuf> {
+    cgroup_mounts(mountinfo).map(|(_, point, _)| point).collect()
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -87,6 +98,11 @@ mod tests {
         assert_eq!(v1_mount_in(SAMPLE, "nsdelegate"), None);
         assert_eq!(v1_mount_in(SAMPLE, "blkio"), None);
         assert_eq!(v1_dir(SAMPLE, "blkio", Path::new("berth/x")), PathBuf::from("/sys/fs/cgroup/blkio/berth/x"));
+        let all: Vec<PathBuf> = ["unified", "cpu,cpuacct", "memory", "odd dir"]
+            .iter()
+            .map(|d| Path::new("/sys/fs/cgroup").join(d))
+            .collect();
+        assert_eq!(hierarchies(SAMPLE), all);
     }
 
     #[test]

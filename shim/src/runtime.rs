@@ -72,18 +72,19 @@ impl Runtime {
     /// helper: its pid is registered in `helpers(state)` while `state` is still locked from
     /// the spawn, so its exit cannot be mistaken for a container process's, and the caller
     /// waits on `changed` until the reaper has filled in the status.
-    pub fn run<T>(
+    pub fn run<T, S: AsRef<OsStr>>(
         &self,
-        args: &[&OsStr],
+        args: &[S],
         stdio: HelperStdio,
         state: &Mutex<T>,
         changed: &Condvar,
         helpers: impl Fn(&mut T) -> &mut HashMap<u32, Option<i32>>,
     ) -> Result<String, Status> {
+        let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Status::internal(format!("pipe: {e}")))?;
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root").arg(&self.root).arg("--id").arg(&self.id).args(args);
+        cmd.arg("--root").arg(&self.root).arg("--id").arg(&self.id).args(&args);
         match stdio {
             HelperStdio::Fds(i, o, e) => {
                 cmd.stdin(Stdio::from(i)).stdout(Stdio::from(o)).stderr(Stdio::from(e));

@@ -301,7 +301,7 @@ impl TaskService {
     }
 
     /// Runs the runtime helper with `args`; see [`Runtime::run`].
-    fn helper(&self, args: &[&std::ffi::OsStr], stdio: HelperStdio) -> Result<String, Status> {
+    fn helper<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], stdio: HelperStdio) -> Result<String, Status> {
         self.runtime.run(args, stdio, &self.state, &self.changed, |st| &mut st.helpers)
     }
 
@@ -451,7 +451,6 @@ impl TaskService {
                 (None, HelperStdio::Process(io))
             };
             let (stdio, close_stdin) = stdio.split();
-            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
             let out = self.helper(&args, stdio)?;
             let (pid, cgroup) = out.split_once(' ').unwrap_or((out.as_str(), ""));
             let pid: u32 = pid.parse().map_err(|_| Status::internal(format!("runtime reported {out:?}")))?;
@@ -501,7 +500,7 @@ impl TaskService {
                 }
                 p.pid
             };
-            self.helper(&["start".as_ref()], HelperStdio::Null)?;
+            self.helper(&["start"], HelperStdio::Null)?;
             self.lock().proc_mut("")?.started = true;
             return Ok(StartResponse { pid });
         }
@@ -525,7 +524,6 @@ impl TaskService {
                 .map_err(|e| io_status("console socket", e))?;
             args.push("--console-socket".into());
             args.push(console.path().into());
-            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
             let out = self.helper(&args, HelperStdio::Null)?;
             let pid: u32 = out.trim().parse().map_err(|_| Status::internal(format!("runtime reported {out:?}")))?;
             let master = console.receive_master().map_err(|e| io_status("pty", e))?;
@@ -541,7 +539,6 @@ impl TaskService {
                 }
             };
             let (stdio, close_stdin) = HelperStdio::Process(io).split();
-            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
             let out = self.helper(&args, stdio)?;
             let pid: u32 = out.trim().parse().map_err(|_| Status::internal(format!("runtime reported {out:?}")))?;
             (pid, close_stdin, None)
@@ -626,7 +623,7 @@ impl TaskService {
         self.check_id(&req.id)?;
         let _op = self.op();
         self.require_container()?;
-        let out = self.helper(&["pids".as_ref()], HelperStdio::Null)?;
+        let out = self.helper(&["pids"], HelperStdio::Null)?;
         let processes = out
             .split_whitespace()
             .filter_map(|p| p.parse::<u32>().ok())
@@ -639,7 +636,7 @@ impl TaskService {
         self.check_id(&req.id)?;
         let _op = self.op();
         self.require_container()?;
-        self.helper(&["pause".as_ref()], HelperStdio::Null)?;
+        self.helper(&["pause"], HelperStdio::Null)?;
         self.lock().paused = true;
         Ok(())
     }
@@ -648,7 +645,7 @@ impl TaskService {
         self.check_id(&req.id)?;
         let _op = self.op();
         self.require_container()?;
-        self.helper(&["resume".as_ref()], HelperStdio::Null)?;
+        self.helper(&["resume"], HelperStdio::Null)?;
         self.lock().paused = false;
         Ok(())
     }
@@ -801,7 +798,7 @@ impl TaskService {
             std::mem::take(&mut st.created)
         };
         if req.now && created {
-            let _ = self.helper(&["delete".as_ref(), "--force".as_ref()], HelperStdio::Null);
+            let _ = self.helper(&["delete", "--force"], HelperStdio::Null);
         }
         self.lock().unmount_rootfs();
         Ok(())

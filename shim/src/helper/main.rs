@@ -31,6 +31,10 @@ use libcontainer::error::LibcontainerError;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 
+// The shim's cgroup layout helpers; the helper uses only part of them.
+#[allow(dead_code)]
+#[path = "../cgroups.rs"]
+mod cgroups;
 mod seccomp;
 
 // gRPC status codes.
@@ -237,12 +241,8 @@ fn delete_exited(cli: &Cli) -> Result<bool, Failure> {
         return Ok(false);
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| internal("mountinfo", e))?;
-    let hierarchies = mountinfo.lines().filter_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        matches!(right.split(' ').next(), Some("cgroup" | "cgroup2")).then(|| left.split(' ').nth(4))?
-    });
-    for mount in hierarchies {
-        let d = Path::new(mount).join(rel);
+    for mount in cgroups::hierarchies(&mountinfo) {
+        let d = mount.join(rel);
         match std::fs::remove_dir(&d) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
